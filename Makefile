@@ -1,0 +1,42 @@
+# The README's commands. `make quickstart` and `make test` work on a fresh machine (PyPI only).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of PyTorch; a GPU user overrides it: make setup TORCH="torch==2.13.0 --index-url ..."
+TORCH ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: setup quickstart test test-slow bench lint format clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+quickstart: setup
+	$(VENV)/bin/rewardloop quickstart
+
+test: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/pytest -m "not slow" -q $(PYTEST_ARGS)
+
+test-slow: setup
+	$(VENV)/bin/pytest -m "slow" -q $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) -m benchmarks.run_all
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: setup
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

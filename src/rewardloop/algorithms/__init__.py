@@ -1,0 +1,1 @@
+"""Training algorithms, one readable file each: sft, reward_model, ppo, grpo (pg family), dpo."""

@@ -1,0 +1,147 @@
+"""Supervised fine-tuning (maximum likelihood) — the baseline that RL improves upon, and how base models are made.
+
+Loss: L(θ) = − (1/N) Σ_t log π_θ(y_t | x, y_<t) over completion tokens only (prompt tokens masked out with −100), or
+over every token for plain ``text`` rows. Evaluation: teacher-forced loss on the test split and task reward /
+accuracy of greedy generations.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from rewardloop.algorithms.common import (
+    batches,
+    clip_and_step,
+    evaluate_generation,
+    make_optimizer,
+    progress,
+    seed_everything,
+    show,
+)
+from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section
+from rewardloop.envs.tasks import TaskConfig, load_task
+from rewardloop.models import count_parameters, load_pretrained
+from rewardloop.runs import RunDir
+
+IGNORE = -100
+
+
+class SFTConfig(Section):
+    model: ModelConfig = ModelConfig()
+    task: TaskConfig = TaskConfig()
+    optim: OptimConfig = OptimConfig(lr=3e-3, warmup_steps=50, schedule="cosine")
+    gen: GenerationConfig = GenerationConfig(max_new_tokens=8, temperature=0.0)
+    run: RunConfig = RunConfig()
+    steps: int = Field(800, ge=1)
+    batch_size: int = Field(64, ge=1)
+    eval_every: int = Field(200, ge=1)
+    eval_size: int = Field(200, ge=1, description="test rows used for generation accuracy")
+
+
+def tokenize_row(tokenizer, row: dict[str, Any], max_length: int) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) for one row: prompt tokens labelled −100; the completion ends with EOS."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    if "text" in row and "prompt" not in row:
+        ids = tokenizer(row["text"], add_special_tokens=True)["input_ids"] + eos
+        labels = list(ids)
+    else:
+        prompt = tokenizer(row["prompt"], add_special_tokens=True)["input_ids"]
+        completion = tokenizer(row["completion"], add_special_tokens=False)["input_ids"] + eos
+        ids, labels = prompt + completion, [IGNORE] * len(prompt) + completion
+    if len(ids) > max_length:
+        raise ValueError(f"row is {len(ids)} tokens, longer than model.max_length={max_length}: {str(row)[:120]}")
+    return ids, labels
+
+
+def collate(examples: list[tuple[list[int], list[int]]], pad_id: int, device) -> dict[str, torch.Tensor]:
+    """Right-pad to [B, L]: input_ids, attention_mask, labels."""
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, (ids, lab) in enumerate(examples):
+        input_ids[i, : len(ids)], labels[i, : len(lab)], mask[i, : len(ids)] = torch.tensor(ids), torch.tensor(lab), 1
+    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+def nll_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean negative log-likelihood of the labelled tokens (transformers shifts the labels)."""
+    return model(**batch).loss
+
+
+@torch.no_grad()
+def eval_loss(model, examples, pad_id: int, device, batch_size: int = 64) -> float:
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(examples), batch_size):
+        batch = collate(examples[i : i + batch_size], pad_id, device)
+        n = int((batch["labels"][:, 1:] != IGNORE).sum())
+        total, count = total + float(nll_loss(model, batch)) * n, count + n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def train(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
+    """Run SFT; returns {"run_dir", "model_dir", "final": last eval metrics, "initial": first eval metrics}."""
+    # 1. Set-up: seed, run directory, model, data.
+    seed_everything(cfg.run.seed)
+    run = RunDir.open(cfg.run, "sft", cfg, resume=resume)
+    model, tokenizer = load_pretrained(cfg.model)
+    device = next(model.parameters()).device
+    task = load_task(cfg.task, kind="sft", tokenizer=tokenizer, max_length=cfg.model.max_length)
+    train_ex = [tokenize_row(tokenizer, r, cfg.model.max_length) for r in task.train]
+    test_rows = task.test[: cfg.eval_size]
+    test_ex = [tokenize_row(tokenizer, r, cfg.model.max_length) for r in test_rows]
+    opt, sched = make_optimizer(model.parameters(), cfg.optim, cfg.steps)
+    rng = random.Random(cfg.run.seed)
+    step, history = 0, {}
+    if resume and (ckpt := run.latest_checkpoint()) is not None:
+        state = run.load_checkpoint(ckpt, {"policy": model}, {"policy": opt})
+        step, history = state["step"], state.get("history", {})
+        sched.load_state_dict(state["scheduler"])
+        rng.setstate(_tuple(state["data_rng"]))
+
+    def evaluate() -> dict[str, Any]:
+        loss = eval_loss(model, test_ex, tokenizer.pad_token_id, device)
+        if task.reward_fn is None:
+            return {"eval/loss": loss}
+        res = evaluate_generation(model, tokenizer, task, test_rows, cfg.gen, seed=cfg.run.seed)
+        return {"eval/loss": loss, "eval/reward": res["reward"], "eval/accuracy": res["accuracy"]}
+
+    if step == 0:
+        history["initial"] = run.log(0, evaluate() | {"params": count_parameters(model)})
+    bar = progress(cfg.steps, step, "sft", cfg.run.progress)
+    order = batches(len(train_ex), min(cfg.batch_size, len(train_ex)), rng)
+    model.train()
+    while step < cfg.steps:
+        # 2. One optimisation step on a shuffled batch.
+        batch = collate([train_ex[i] for i in next(order)], tokenizer.pad_token_id, device)
+        loss = nll_loss(model, batch)
+        loss.backward()
+        grad_norm = clip_and_step(model, opt, sched, cfg.optim.max_grad_norm)
+        step += 1
+        row = {"train/loss": loss.item(), "grad_norm": grad_norm, "lr": sched.get_last_lr()[0]}
+        # 3. Evaluate, log, checkpoint.
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            row |= evaluate()
+        if step % cfg.run.log_every == 0 or "eval/loss" in row:
+            row = run.log(step, row)
+        show(bar, row, ("train/loss", "eval/loss", "eval/accuracy"))
+        bar.update(1)
+        if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.steps:
+            state = {"scheduler": sched.state_dict(), "data_rng": rng.getstate(), "history": history}
+            run.save_checkpoint(step, {"policy": (model, tokenizer)}, {"policy": opt}, state)
+    bar.close()
+    final = [r for r in run.metrics() if "eval/loss" in r][-1]
+    model_dir = run.save_final("policy", model, tokenizer, lora_save=cfg.model.lora.save if cfg.model.lora else "merged")
+    return {"run_dir": run.path, "model_dir": model_dir, "initial": history.get("initial"), "final": final}
+
+
+def _tuple(x):
+    """JSON turns tuples into lists; random.setstate needs the tuples back."""
+    return tuple(_tuple(i) for i in x) if isinstance(x, list) else x

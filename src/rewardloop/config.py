@@ -1,0 +1,162 @@
+"""One config system: pydantic models are the source of truth for YAML presets, CLI overrides and docs.
+
+``load_config(Cls, path, ["optim.lr=3e-4", "model.path=/some/dir"])`` reads YAML, applies dotted overrides (values
+parsed as YAML scalars) and validates. Unknown keys, wrong types and out-of-range values raise ``ConfigError`` naming
+the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file, key, value and what is allowed."""
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class ModelConfig(Section):
+    """Which policy model to start from: a hub name / local directory (``path``) or a built-in tiny ``preset``."""
+
+    path: str | None = Field(None, description="HF hub name or local directory; overrides `preset`")
+    preset: str = Field("llama-1m", description="tiny architecture built from a config when `path` is unset")
+    tokenizer: str | None = Field(None, description="tokenizer path/name; default: the model's, or the built-in one")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
+    lora: LoraConfig | None = Field(None, description="train LoRA adapters (needs `peft`) instead of all weights")
+    trust_remote_code: bool = False
+    max_length: int = Field(256, ge=8, description="longest prompt+response the run will feed the model")
+
+
+class LoraConfig(Section):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] | str = "all-linear"
+    save: Literal["adapter", "merged"] = "merged"
+
+
+class OptimConfig(Section):
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(1e-8, gt=0.0)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    max_grad_norm: float | None = Field(1.0, gt=0.0)
+
+
+class GenerationConfig(Section):
+    """Sampling settings (exploration): temperature / top-k / top-p; stopping at EOS or a stop string."""
+
+    max_new_tokens: int = Field(32, ge=1)
+    temperature: float = Field(1.0, ge=0.0, description="0 = greedy")
+    top_k: int = Field(0, ge=0, description="0 = off")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: list[str] = Field(default_factory=list, description="stop strings (not included in the response)")
+
+
+class RunConfig(Section):
+    """Where the run directory goes and how often it is written."""
+
+    name: str | None = Field(None, description="run directory name under `root` (default: command + timestamp)")
+    root: str = "runs"
+    seed: int = 0
+    save_every: int = Field(0, ge=0, description="checkpoint every N steps (0 = only at the end)")
+    log_every: int = Field(1, ge=1)
+    progress: bool = True
+
+
+T = TypeVar("T", bound=BaseModel)
+_SCI_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    keys = dotted.split(".")
+    node = data
+    for i, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            where = ".".join(keys[: i + 1])
+            raise ConfigError(f"{source}: cannot set {dotted!r}: {where!r} is {child!r}, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """``["optim.lr=3e-4", "gen.stop=[\\n]"]`` → ``[("optim.lr", 3e-4), ...]`` (values parsed as YAML)."""
+    parsed = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, str) and _SCI_FLOAT.fullmatch(value):  # YAML 1.1 reads "3e-4" as a string
+            value = float(value)
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        value = e.get("input")
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  - unknown key {key!r} (value {shown}); check the spelling against the documented fields")
+        else:
+            lines.append(f"  - {key} = {shown}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Read YAML ``path`` (optional), apply dotted ``overrides`` and validate into ``cls``."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(loaded).__name__}")
+        data = loaded or {}
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(data, key, value, f"{source} + override {key}={value!r}")
+    if overrides:
+        source += " + overrides " + " ".join(overrides)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+
+
+def dump_config(cfg: BaseModel) -> str:
+    """The resolved config as YAML (written into every run directory)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+ModelConfig.model_rebuild()

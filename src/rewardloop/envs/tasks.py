@@ -1,0 +1,86 @@
+"""Built-in tasks and user datasets behind one config section, ``task:``.
+
+A task is train/test rows (``prompt``, ``completion`` for SFT, plus columns such as ``answer``), the reward function
+that scores completions, and an evaluation metric name. Built-ins: ``arithmetic``, ``reviews``, ``code``; or
+``name: dataset`` with ``path`` (JSONL / Parquet / ``hf:``) and ``reward`` (built-in name or plug-in path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from rewardloop.config import Section
+from rewardloop.rewards.registry import RewardFn, resolve_reward
+
+
+class TaskConfig(Section):
+    name: Literal["arithmetic", "reviews", "code", "dataset"] = "arithmetic"
+    seed: int = 0
+    n_train: int = Field(4000, ge=1)
+    n_test: int = Field(200, ge=1)
+    digits: tuple[int, int] = Field((1, 2), description="arithmetic: min/max operand digits")
+    ops: list[str] = Field(default_factory=lambda: ["+"], description="arithmetic: operators from + - *")
+    path: str | None = Field(None, description="dataset: train file (JSONL/JSON/Parquet) or hf:NAME[:SPLIT]")
+    test_path: str | None = Field(None, description="dataset: test file; default: the last n_test rows of `path`")
+    reward: str | None = Field(None, description="reward name or plug-in path; default: the task's own")
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskConfig:
+        if self.name == "dataset" and not self.path:
+            raise ValueError("task.name 'dataset' needs task.path (a JSONL/JSON/Parquet file or hf:NAME)")
+        return self
+
+
+@dataclass
+class Task:
+    name: str
+    train: list[dict[str, Any]]
+    test: list[dict[str, Any]]
+    reward_fn: RewardFn
+
+    def score(self, rows: list[dict[str, Any]], completions: list[str]) -> list[float]:
+        """Rewards of ``completions`` for ``rows``, passing the rows' extra columns to the reward function."""
+        columns = {k: [r.get(k) for r in rows] for k in rows[0] if k not in ("prompt", "completion")} if rows else {}
+        return [float(x) for x in self.reward_fn([r["prompt"] for r in rows], completions, **columns)]
+
+
+def _from_examples(examples) -> list[dict[str, Any]]:
+    return [{"prompt": e.prompt, "completion": e.answer, "answer": e.answer, **e.columns} for e in examples]
+
+
+def load_task(cfg: TaskConfig, kind: str = "prompt", tokenizer=None, max_length: int | None = None) -> Task:
+    """Rows and reward for the configured task (``kind``: 'prompt' rows for RL, 'sft' rows with completions)."""
+    if cfg.name == "arithmetic":
+        from rewardloop.envs.arithmetic import exact_match, make_arithmetic_splits
+
+        train, test = make_arithmetic_splits(cfg.seed, cfg.n_train, cfg.n_test, tuple(cfg.digits), tuple(cfg.ops))
+        rows_train, rows_test, reward = _from_examples(train), _from_examples(test), exact_match
+    elif cfg.name == "reviews":
+        from rewardloop.envs.reviews import make_reviews_splits, reviews_reward
+
+        train, test = make_reviews_splits(cfg.seed, cfg.n_train, cfg.n_test)
+        rows_train, rows_test, reward = _from_examples(train), _from_examples(test), reviews_reward
+    elif cfg.name == "code":
+        from rewardloop.envs.code import make_code_splits
+        from rewardloop.rewards.sandbox import code_tests_reward
+
+        rows_train, rows_test = make_code_splits(cfg.seed)
+        reward = code_tests_reward
+    else:
+        from rewardloop.data import load_rows
+
+        rows = load_rows(cfg.path, kind=kind, tokenizer=tokenizer, max_length=max_length)
+        if cfg.test_path:
+            rows_train = rows
+            rows_test = load_rows(cfg.test_path, kind=kind, tokenizer=tokenizer, max_length=max_length)
+        else:
+            if len(rows) < 2:
+                raise ValueError(f"{cfg.path}: need at least 2 rows to split off a test set, got {len(rows)}")
+            n_test = min(cfg.n_test, len(rows) // 2)
+            rows_train, rows_test = rows[:-n_test], rows[-n_test:]
+        reward = None
+    reward_fn = resolve_reward(cfg.reward) if cfg.reward else reward
+    return Task(cfg.name, rows_train, rows_test, reward_fn)

@@ -1,0 +1,140 @@
+"""Load any Hugging Face causal LM (hub name or local path) or build a tiny preset; save with safetensors.
+
+Everything saved here reloads with plain ``transformers``: ``AutoModelForCausalLM.from_pretrained(dir)`` and
+``AutoTokenizer.from_pretrained(dir)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from rewardloop.config import LoraConfig, ModelConfig
+from rewardloop.models.presets import preset_config
+from rewardloop.models.tokenizer import build_tokenizer
+
+log = logging.getLogger(__name__)
+transformers.utils.logging.disable_progress_bar()  # no "Writing model shards" bars inside our own progress bar
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' → cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    """The tokenizer for ``cfg``: ``cfg.tokenizer`` or the model's own, else the built-in BPE tokenizer.
+
+    A tokenizer without a pad token gets its EOS as pad (masks, not pad ids, decide what is real everywhere).
+    """
+    source = cfg.tokenizer or cfg.path
+    if source is None:
+        tok = build_tokenizer()
+    else:
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ValueError(f"tokenizer {source!r} has neither a pad nor an eos token; set one before training")
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, device: torch.device | None = None):
+    """The policy model for ``cfg`` on ``device``: from_pretrained(path) or a freshly initialised preset."""
+    device = device or resolve_device(cfg.device)
+    dtype = DTYPES[cfg.dtype]
+    if cfg.path is not None:
+        model = AutoModelForCausalLM.from_pretrained(cfg.path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+    else:
+        config = preset_config(
+            cfg.preset,
+            vocab_size=len(tokenizer),
+            max_length=cfg.max_length,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if cfg.lora is not None:
+        model = apply_lora(model, cfg.lora)
+    return model.to(device)
+
+
+def load_pretrained(cfg: ModelConfig, device: torch.device | None = None):
+    """(model, tokenizer) for ``cfg`` — the usual entry point."""
+    tokenizer = load_tokenizer(cfg)
+    return load_model(cfg, tokenizer, device), tokenizer
+
+
+def apply_lora(model: PreTrainedModel, lora: LoraConfig):
+    """Wrap ``model`` with LoRA adapters (``peft``); only the adapters train."""
+    try:
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import get_peft_model
+    except ImportError:
+        raise ImportError("model.lora needs `peft`: pip install 'rewardloop[lora]'") from None
+    peft_cfg = PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, peft_cfg)
+
+
+def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _atomic_dir(target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+
+
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Move the finished ``tmp`` directory onto ``target`` (the old one stays until the new one is complete)."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def save_model(model, tokenizer: PreTrainedTokenizerBase | None, path: str | Path, lora_save: str = "merged") -> Path:
+    """save_pretrained (safetensors) + tokenizer into ``path``, atomically (temp dir + rename).
+
+    A LoRA model is saved merged (plain transformers loads it) or as an adapter (``lora_save='adapter'``).
+    """
+    target = Path(path)
+    tmp = _atomic_dir(target)
+    try:
+        to_save = model
+        if hasattr(model, "peft_config") and lora_save == "merged":
+            import copy
+
+            to_save = copy.deepcopy(model).merge_and_unload()
+        to_save.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

@@ -1,0 +1,15 @@
+"""Generation engine (batched sampling with KV cache) and teacher-forced scoring."""
+
+from rewardloop.rollout.engine import encode_prompts, eos_token_ids, generate, position_ids_from_mask, sample_next
+from rewardloop.rollout.scoring import batched_logprobs, response_logits, sequence_logprobs
+
+__all__ = [
+    "batched_logprobs",
+    "encode_prompts",
+    "eos_token_ids",
+    "generate",
+    "position_ids_from_mask",
+    "response_logits",
+    "sequence_logprobs",
+    "sample_next",
+]
