@@ -55,7 +55,9 @@ class RunDir:
         name = run.name or f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
         path = Path(run.root) / name
         if path.exists() and not resume and (path / "checkpoints" / "latest").exists():
-            raise FileExistsError(f"run directory {path} already holds a run; pass --resume to continue it, or a new run.name")
+            raise FileExistsError(
+                f"run directory {path} already holds a run; pass --resume to continue it, or a new run.name"
+            )
         path.mkdir(parents=True, exist_ok=True)
         rd = cls(path)
         if config is not None:

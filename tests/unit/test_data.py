@@ -228,6 +228,14 @@ def test_template_that_cannot_be_split_is_reported():
     assert "renders the prompt differently" in str(err)
 
 
+def test_template_exception_is_reported_per_row():
+    strict = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('must start with user') }}{% endif %}" + TEMPLATE
+    rows = [{"prompt": [msg("user", "ok")]}, {"prompt": [msg("system", "s"), msg("user", "u")]}]
+    err = error_of(rows, kind="prompt", tokenizer=make_tokenizer(strict))
+    assert err.total == 1
+    assert "<list> row 2: the chat template failed" in str(err) and "must start with user" in str(err)
+
+
 # --- errors -------------------------------------------------------------------------------------------------------
 
 
@@ -364,6 +372,7 @@ def test_save_and_read_jsonl_round_trip(tmp_path):
     assert read_jsonl(path) == rows
     assert "héllo" in path.read_text(encoding="utf-8")  # not \\u-escaped
     assert [p.name for p in path.parent.iterdir()] == ["out.jsonl"]  # no temporary file left
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
 
 
 def test_save_jsonl_failure_keeps_the_old_file(tmp_path):

@@ -138,7 +138,9 @@ def train(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
             run.save_checkpoint(step, {"policy": (model, tokenizer)}, {"policy": opt}, state)
     bar.close()
     final = [r for r in run.metrics() if "eval/loss" in r][-1]
-    model_dir = run.save_final("policy", model, tokenizer, lora_save=cfg.model.lora.save if cfg.model.lora else "merged")
+    model_dir = run.save_final(
+        "policy", model, tokenizer, lora_save=cfg.model.lora.save if cfg.model.lora else "merged"
+    )
     return {"run_dir": run.path, "model_dir": model_dir, "initial": history.get("initial"), "final": final}
 
 

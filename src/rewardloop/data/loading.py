@@ -87,7 +87,14 @@ class _Table:
         return f"{self.name} {self.unit} {number}"
 
 
-def _read_jsonl_table(path: Path, name: str, limit: int | None, problems: _Problems) -> _Table:
+@dataclass(frozen=True)
+class _Unparsed:
+    """A line that could not be decoded; kept in row order so its error is reported in place."""
+
+    message: str
+
+
+def _read_jsonl_table(path: Path, name: str, limit: int | None) -> _Table:
     table = _Table(name, "line")
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
@@ -96,18 +103,18 @@ def _read_jsonl_table(path: Path, name: str, limit: int | None, problems: _Probl
             try:
                 text = raw.decode("utf-8-sig")  # -sig: tolerate a byte-order mark on line 1
             except UnicodeDecodeError as e:
-                problems.add(table.where(lineno), f"not valid UTF-8 ({e.reason} at byte {e.start})")
+                table.rows.append((lineno, _Unparsed(f"not valid UTF-8 ({e.reason} at byte {e.start})")))
                 continue
-            if not text.strip():
+            if not (text := text.strip()):
                 continue
             try:
                 table.rows.append((lineno, json.loads(text)))
             except json.JSONDecodeError as e:
-                problems.add(table.where(lineno), f"invalid JSON ({e.msg} at column {e.colno}): {_show(text.strip())}")
+                table.rows.append((lineno, _Unparsed(f"invalid JSON ({e.msg} at column {e.colno}): {_show(text)}")))
     return table
 
 
-def _read_json_table(path: Path, name: str, limit: int | None, problems: _Problems) -> _Table:
+def _read_json_table(path: Path, name: str, limit: int | None) -> _Table:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
@@ -116,7 +123,7 @@ def _read_json_table(path: Path, name: str, limit: int | None, problems: _Proble
         data = json.loads(text)
     except json.JSONDecodeError as e:
         if e.msg == "Extra data":  # one object per line in a .json file: read it as JSON Lines, as `datasets` does
-            return _read_jsonl_table(path, name, limit, problems)
+            return _read_jsonl_table(path, name, limit)
         raise DataError(f"{name} line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(data, list):
         keys = f" with keys {list(data)[:10]}" if isinstance(data, dict) else ""
@@ -216,8 +223,8 @@ def _hf_hub_table(spec: str, split: str | None, limit: int | None) -> _Table:
     return _dataset_table(dataset, spec, limit)
 
 
-def _read_table(source: Any, split: str | None, limit: int | None, problems: _Problems) -> _Table:
-    """Dispatch on the source type; JSONL parse errors go to ``problems`` so they are reported with the rest."""
+def _read_table(source: Any, split: str | None, limit: int | None) -> _Table:
+    """Dispatch on the source type."""
     if isinstance(source, str) and source.startswith("hf:"):
         return _hf_hub_table(source, split, limit)
     if type(source).__module__.split(".")[0] == "datasets":
@@ -249,9 +256,9 @@ def _read_table(source: Any, split: str | None, limit: int | None, problems: _Pr
     _no_split(split, name)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        return _read_jsonl_table(path, name, limit, problems)
+        return _read_jsonl_table(path, name, limit)
     if suffix == ".json":
-        return _read_json_table(path, name, limit, problems)
+        return _read_json_table(path, name, limit)
     if suffix in (".parquet", ".pq"):
         return _read_parquet_table(path, name, limit)
     if suffix == ".csv":
@@ -269,6 +276,10 @@ def _no_split(split: str | None, what: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+class _RenderError(ValueError):
+    """The chat template failed on a row, or its output cannot be split into prompt and completion."""
+
+
 class _Renderer:
     """Messages → text: the tokenizer's chat template, or ``"role: content\\n"`` per message when there is none.
 
@@ -281,9 +292,12 @@ class _Renderer:
 
     def render(self, messages: Messages, *, add_generation_prompt: bool) -> str:
         if self.tokenizer is not None:
-            return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=add_generation_prompt
-            )
+            try:
+                return self.tokenizer.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=add_generation_prompt
+                )
+            except Exception as e:  # templates raise anything: jinja errors, raise_exception("roles must alternate")
+                raise _RenderError(f"the chat template failed: {type(e).__name__}: {e}") from e
         text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
         return text + ("assistant:" if add_generation_prompt else "")
 
@@ -296,7 +310,7 @@ class _Renderer:
         prompt_text = self.prompt(prompt)
         full = self.render(prompt + completion, add_generation_prompt=False)
         if not full.startswith(prompt_text):
-            raise ValueError(
+            raise _RenderError(
                 "the chat template renders the prompt differently inside the full conversation, so the "
                 f"completion cannot be cut from it (prompt renders as {_show(prompt_text)})"
             )
@@ -534,24 +548,25 @@ def load_rows(
         raise ValueError(f"limit={limit!r}; expected a positive integer or None")
     if max_length is not None and (tokenizer is None or max_length < 1):
         raise ValueError(f"max_length={max_length!r} needs a tokenizer to count tokens and must be >= 1")
-    problems = _Problems("")  # named once the source is read; reading adds JSONL parse errors with their own names
-    table = _read_table(source, split, limit, problems)
-    problems.name = table.name
+    table = _read_table(source, split, limit)
     _check_columns(table, kind)
-    if not table.rows and not problems.total:
+    if not table.rows:
         raise DataError(f"{table.name}: no rows (the dataset is empty)")
-    renderer, normalise = _Renderer(tokenizer), _NORMALISERS[kind]
+    problems, renderer, normalise = _Problems(table.name), _Renderer(tokenizer), _NORMALISERS[kind]
     rows: list[dict] = []
     wheres: list[str] = []
     for number, raw in table.rows:
         where = table.where(number)
+        if isinstance(raw, _Unparsed):
+            problems.add(where, raw.message)
+            continue
         if not isinstance(raw, Mapping):
             problems.add(where, f"expected an object with named columns, got {_show(raw)}")
             continue
         try:
             out, issues = normalise(raw, renderer)
-        except Exception as e:  # a chat template may raise anything (jinja errors, raise_exception(...) calls)
-            out, issues = None, [f"rendering messages failed: {type(e).__name__}: {e}"]
+        except _RenderError as e:
+            out, issues = None, [str(e)]
         for issue in issues:
             problems.add(where, issue)
         if out is not None:
@@ -567,9 +582,11 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read a JSON Lines file (blank lines skipped); every invalid line is reported in one ``DataError``."""
     name = os.fspath(path)
     problems = _Problems(name)
-    table = _read_jsonl_table(Path(path), name, None, problems)
+    table = _read_jsonl_table(Path(path), name, None)
     for lineno, row in table.rows:
-        if not isinstance(row, dict):
+        if isinstance(row, _Unparsed):
+            problems.add(table.where(lineno), row.message)
+        elif not isinstance(row, dict):
             problems.add(table.where(lineno), f"expected a JSON object, got {_show(row)}")
     problems.raise_if_any("jsonl")
     return [row for _, row in table.rows]
@@ -592,6 +609,8 @@ def save_jsonl(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> No
                     raise DataError(f"{path} row {i}: cannot be written as JSON ({e}): {_show(row)}") from e
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates the file 0600; give it the replaced file's mode, or the usual 0644 for a new file.
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

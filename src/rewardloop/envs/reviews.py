@@ -176,8 +176,11 @@ def _content_words(template: str) -> set[str]:
     return {t for t in _template_tokens(template) if t.isalpha() and t not in STOPWORDS}
 
 
-def _sentence(rng: random.Random, product: str, sentiment: str, state: dict[str, Any], off_topic: bool) -> str | None:
-    """One sentence that repeats no product, aspect, adjective or template word already in the review."""
+def _sentence(rng: random.Random, product: str, sentiment: str, state: dict[str, Any]) -> str | None:
+    """One sentence that repeats no product, aspect, adjective or template word already in the review.
+
+    ``state["used"]``: content words so far; ``state["off_topic"]``: swap the next aspect for another product's.
+    """
     aspects_left = [a for a in PRODUCTS[product] if a not in state["used"]]
     adjectives_left = [x for x in ADJECTIVES[sentiment] if x not in state["used"]]
     options = [
@@ -192,7 +195,8 @@ def _sentence(rng: random.Random, product: str, sentiment: str, state: dict[str,
         return None
     template = rng.choice(options)
     aspects = rng.sample(aspects_left, ("{a}" in template) + ("{b}" in template))
-    if off_topic and aspects:
+    if state["off_topic"] and aspects:
+        state["off_topic"] = False
         other = rng.choice([p for p in PRODUCTS if p != product])
         aspects[0] = rng.choice(PRODUCTS[other])
     fill = {"p": product, "x": rng.choice(adjectives_left) if adjectives_left else ""}
@@ -212,17 +216,17 @@ def make_review(rng: random.Random, product: str, sentiment: str, *, off_topic_r
         raise ValueError(f"unknown product {product!r}; known: {sorted(PRODUCTS)}")
     if sentiment not in SENTIMENTS:
         raise ValueError(f"unknown sentiment {sentiment!r}; allowed: {list(SENTIMENTS)}")
-    off_topic = rng.random() < off_topic_rate
-    state: dict[str, Any] = {"used": set()}
+    state: dict[str, Any] = {"used": set(), "off_topic": rng.random() < off_topic_rate}
     if sentiment == "mixed":
-        pair = [_sentence(rng, product, s, state, off_topic and s == "negative") for s in ("positive", "negative")]
+        # With nothing used yet, a positive and a negative sentence always exist.
+        pair = [_sentence(rng, product, s, state) or "" for s in ("positive", "negative")]
         rng.shuffle(pair)
-        sentences = [f"{pair[0][:-1]}, but {pair[1]}"]  # type: ignore[index]
+        sentences = [f"{pair[0].removesuffix('.')}, but {pair[1]}"]
         if rng.random() < 0.4:
-            sentences.append(_sentence(rng, product, "neutral", state, False))
+            sentences.append(_sentence(rng, product, "neutral", state))
     else:
         n = rng.choice((2, 2, 3))
-        sentences = [_sentence(rng, product, sentiment, state, off_topic and i == 0) for i in range(n)]
+        sentences = [_sentence(rng, product, sentiment, state) for _ in range(n)]
     sentences = [s for s in sentences if s]
     if len(sentences) > 1 and rng.random() < 0.35:  # at most one connective, "overall" only on the last sentence
         connective = rng.choice(CONNECTIVES)
@@ -359,7 +363,7 @@ def _fluency(tokens: list[str], n_words: int) -> float:
     coverage = sum(b in grammar_bigrams() for b in bigrams) / len(bigrams) if bigrams else 0.0
     unknown = sum(t not in vocabulary() for t in tokens)
     length_penalty = 0.25 * max(0, MIN_WORDS - n_words) + 0.1 * max(0, n_words - MAX_WORDS)
-    # Centred so word salad (coverage ≈ 0.1–0.6) costs more than the positivity it might gain.
+    # Centred and weighted so word salad or shuffled text (coverage ≈ 0.1–0.65) loses about what positivity gains.
     score = 0.5 * (tokens[-1] == ".") + 4.0 * coverage - 2.0 - 0.5 * unknown - length_penalty
     return _clip(score, -4.0, 2.5)
 
@@ -403,7 +407,7 @@ def score_review(prompt: Observation, text: Observation) -> ReviewScore:
       − 0.5·#unknown tokens − 0.25·max(0, 6 − n) − 0.1·max(0, n − 35), −4, 2.5)
     - repetition = clip(−0.5·(#repeated content words + #repeated token trigrams), −4, 0)
 
-    Text with no words (empty, whitespace, punctuation) scores U_MIN in every component's stead.
+    Text with no words (empty, whitespace or punctuation only) gets every component's minimum, so total = U_MIN.
     """
     product = _product_of(prompt)
     tokens = tokenize(_text_of(text))

@@ -23,6 +23,13 @@ BUILTIN_REWARDS: dict[str, str] = {
     "exact_match": "rewardloop.envs.arithmetic:exact_match",
     "reviews_gold": "rewardloop.envs.reviews:reviews_reward",
     "code_tests": "rewardloop.rewards.sandbox:code_tests_reward",
+    "exact_answer": "rewardloop.rewards.builtin:exact_answer",
+    "numeric_match": "rewardloop.rewards.builtin:numeric_match",
+    "regex_format": "rewardloop.rewards.builtin:regex_format",
+    "length_penalty": "rewardloop.rewards.builtin:length_penalty",
+    "repetition_penalty": "rewardloop.rewards.builtin:repetition_penalty",
+    "reward_model": "rewardloop.rewards.builtin:reward_model",
+    "engagement": "rewardloop.rewards.engagement:engagement_reward",
 }
 
 

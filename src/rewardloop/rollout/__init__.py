@@ -10,6 +10,6 @@ __all__ = [
     "generate",
     "position_ids_from_mask",
     "response_logits",
-    "sequence_logprobs",
     "sample_next",
+    "sequence_logprobs",
 ]

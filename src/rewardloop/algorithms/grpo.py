@@ -1,0 +1,425 @@
+"""Critic-free policy gradient: GRPO, Dr.GRPO, RLOO and REINFORCE++ as advantage estimators over one loop.
+
+Per step: sample G responses for each of N prompts (B = N·G sequences), score them, turn the rewards into advantages
+with the configured estimator, then take μ passes of clipped policy-gradient updates on the batch.
+
+    L(θ) = agg_t [ −min(ρ_t Â_t, clip(ρ_t, 1−ε_low, 1+ε_high) Â_t) + β·KL_k3(π_θ ‖ π_ref)_t ],  ρ_t = π_θ / π_old
+
+Estimators (``estimator``): ``grpo`` Â_i = (r_i − mean(r_group)) / (std(r_group) + ε) (Shao et al. 2024,
+DeepSeekMath); ``dr_grpo`` the same without the std division (Liu et al. 2025); ``rloo`` Â_i = r_i − mean_{j≠i} r_j
+(Ahmadian et al. 2024); ``reinforce_pp`` per-token return of r − β_r·KL_k1 whitened over the batch (Hu 2025).
+Loss variants are flags: aggregation token-mean (DAPO) / seq-mean (GRPO) / constant (Dr.GRPO); clip-higher
+ε_high > ε_low (DAPO); dynamic sampling (DAPO: drop groups whose rewards all agree, refill); soft overlong penalty
+(DAPO). See docs/algorithms/grpo.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from rewardloop.algorithms.common import (
+    batches,
+    clip_and_step,
+    evaluate_generation,
+    make_optimizer,
+    progress,
+    seed_everything,
+    show,
+)
+from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section
+from rewardloop.envs.tasks import TaskConfig, load_task
+from rewardloop.models import count_parameters, load_pretrained
+from rewardloop.ops import aggregate_loss, clipped_policy_loss, discounted_returns, kl_estimate, masked_mean
+from rewardloop.ops import masked_whiten
+from rewardloop.rewards.composite import RewardSpec, build_rewards
+from rewardloop.rewards.scoring import OnError, with_timeout
+from rewardloop.rollout import batched_logprobs, sequence_logprobs
+from rewardloop.rollout.collect import collect, concat_rollouts
+from rewardloop.runs import RunDir
+from rewardloop.types import Rollout
+
+Estimator = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp"]
+
+
+class GRPOConfig(Section):
+    """Critic-free policy gradient. ``rewardloop rloo`` is this config with ``estimator: rloo``."""
+
+    model: ModelConfig = ModelConfig()
+    task: TaskConfig = TaskConfig()
+    optim: OptimConfig = OptimConfig(lr=1e-4, max_grad_norm=1.0)
+    gen: GenerationConfig = GenerationConfig(max_new_tokens=8, temperature=1.0)
+    eval_gen: GenerationConfig = GenerationConfig(max_new_tokens=8, temperature=0.0)
+    run: RunConfig = RunConfig()
+    rewards: list[RewardSpec] = Field(default_factory=list, description="extra reward terms added to the task's")
+    task_reward_weight: float = Field(1.0, description="weight of the task's own reward (0 = only `rewards`)")
+    on_reward_error: OnError = Field("skip", description="a sample whose reward raises / is NaN / hangs")
+    reward_timeout: float | None = Field(60.0, gt=0.0, description="seconds per reward call (None = no deadline)")
+
+    estimator: Estimator = "grpo"
+    steps: int = Field(100, ge=1)
+    prompts_per_step: int = Field(16, ge=1, description="N prompts per generation batch")
+    group_size: int = Field(8, ge=2, description="G samples per prompt")
+    ppo_epochs: int = Field(1, ge=1, description="μ optimisation passes per generation batch")
+    minibatch_size: int | None = Field(None, ge=1, description="sequences per optimizer step (default: whole batch)")
+    clip_eps_low: float = Field(0.2, gt=0.0, lt=1.0, description="ε_low")
+    clip_eps_high: float | None = Field(None, gt=0.0, description="ε_high (clip-higher, DAPO: 0.28); default ε_low")
+    loss_agg: Literal["token-mean", "seq-mean", "constant"] = "token-mean"
+    kl_coef: float = Field(0.0, ge=0.0, description="β of the k3 KL-to-reference loss term (0 = no reference)")
+    kl_reward_coef: float = Field(0.01, ge=0.0, description="reinforce_pp: β of the k1 KL penalty in the reward")
+    entropy_coef: float = Field(0.0, ge=0.0)
+    adv_eps: float = Field(1e-6, gt=0.0, description="ε in the GRPO std division")
+    dynamic_sampling: bool = Field(False, description="drop zero-variance groups and refill (DAPO)")
+    max_sampling_tries: int = Field(3, ge=1, description="generation rounds per step when dynamic_sampling is on")
+    overlong_buffer: int = Field(0, ge=0, description="soft overlong penalty ramp, in tokens (DAPO L_cache)")
+    overlong_coef: float = Field(0.0, ge=0.0, description="weight of the overlong penalty (0 = off)")
+    eval_every: int = Field(25, ge=1)
+    eval_size: int = Field(200, ge=1)
+    samples_every: int = Field(10, ge=1, description="write a sample table to samples.jsonl every N steps")
+    n_samples: int = Field(8, ge=0, description="rows per sample table")
+
+    @model_validator(mode="after")
+    def _check(self) -> GRPOConfig:
+        if self.overlong_buffer >= self.gen.max_new_tokens:
+            raise ValueError(
+                f"overlong_buffer={self.overlong_buffer} must be < gen.max_new_tokens={self.gen.max_new_tokens}"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Advantage estimators (pure). r: [B] rewards with B = N·G, groups consecutive (rows g·G … g·G+G−1).
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def grpo_advantages(r: torch.Tensor, G: int, scale_std: bool = True, eps: float = 1e-6) -> torch.Tensor:
+    """GRPO outcome advantage Â_i = (r_i − mean(r)) / (std(r) + ε) within each group (Shao et al. 2024, §4.1.2).
+
+    ``scale_std=False`` is Dr.GRPO (Liu et al. 2025): Â_i = r_i − mean(r), no difficulty bias. std is unbiased
+    (Bessel), as in the reference implementations. [B] → [B].
+    """
+    groups = r.view(-1, G)  # [N, G]
+    centred = groups - groups.mean(1, keepdim=True)
+    if scale_std:
+        centred = centred / (groups.std(1, keepdim=True) + eps)
+    return centred.reshape(-1)
+
+
+def rloo_advantages(r: torch.Tensor, G: int) -> torch.Tensor:
+    """REINFORCE leave-one-out Â_i = r_i − (1/(G−1)) Σ_{j≠i} r_j (Ahmadian et al. 2024, eq. 6). [B] → [B]."""
+    groups = r.view(-1, G)  # [N, G]
+    baseline = (groups.sum(1, keepdim=True) - groups) / (G - 1)
+    return (groups - baseline).reshape(-1)
+
+
+def reinforce_pp_advantages(r: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
+    """REINFORCE++ (Hu 2025): token rewards r_t = −β·KL_t (+ r at the last token), return G_t = Σ_{k≥t} r_k (γ = 1),
+    whitened over every valid token of the batch. r: [B], kl / mask: [B, T] → [B, T]."""
+    mask = mask.to(kl.dtype)
+    last = (mask.cumsum(1) == mask.sum(1, keepdim=True)) & (mask > 0)  # [B, T] one-hot at the final token
+    token_rewards = -beta * kl * mask + last.to(kl.dtype) * r[:, None]
+    returns = discounted_returns(token_rewards, mask, gamma=1.0)  # [B, T]
+    return masked_whiten(returns, mask)
+
+
+def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: int, finished: torch.Tensor) -> torch.Tensor:
+    """DAPO soft overlong punishment (Yu et al. 2025, eq. 13) in [−1, 0]: 0 up to L_max − L_cache, then linear down
+    to −1 at L_max. With ``buffer=0`` only truncated responses (not finished) get −1. lengths, finished: [B] → [B]."""
+    lengths = lengths.float()
+    if buffer == 0:
+        return -(~finished.bool()).float()
+    return ((max_len - buffer - lengths) / buffer).clamp(-1.0, 0.0)
+
+
+def zero_variance_groups(r: torch.Tensor, G: int) -> torch.Tensor:
+    """[N] bool: groups whose G rewards are all equal (no learning signal for group-relative estimators)."""
+    groups = r.view(-1, G)
+    return (groups.max(1).values - groups.min(1).values) == 0
+
+
+@dataclass
+class EstimatorInputs:
+    """What an estimator may read. r: [B], mask: [B, T], kl: [B, T] k1(π_old ‖ π_ref) (zeros without reference)."""
+
+    r: torch.Tensor
+    mask: torch.Tensor
+    kl: torch.Tensor
+    G: int
+    kl_reward_coef: float
+    eps: float
+
+
+def _per_token(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return a[:, None] * mask.to(a.dtype)  # [B] → [B, T]: every token of a sequence shares its outcome advantage
+
+
+ESTIMATORS: dict[str, Callable[[EstimatorInputs], torch.Tensor]] = {
+    "grpo": lambda x: _per_token(grpo_advantages(x.r, x.G, True, x.eps), x.mask),
+    "dr_grpo": lambda x: _per_token(grpo_advantages(x.r, x.G, False), x.mask),
+    "rloo": lambda x: _per_token(rloo_advantages(x.r, x.G), x.mask),
+    "reinforce_pp": lambda x: reinforce_pp_advantages(x.r, x.kl, x.mask, x.kl_reward_coef),
+}
+
+
+def pg_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: GRPOConfig,
+    ref_logp: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped surrogate + β·k3 KL − c_H·entropy, aggregated per ``cfg.loss_agg``. Tensors [B, T]."""
+    per_token, clipped = clipped_policy_loss(logp, old_logp, adv, cfg.clip_eps_low, cfg.clip_eps_high)
+    stats = {"clip_frac": masked_mean(clipped, mask).item()}
+    if ref_logp is not None and cfg.kl_coef > 0:
+        kl = kl_estimate(logp, ref_logp, "k3")  # [B, T]
+        per_token = per_token + cfg.kl_coef * kl
+        stats["kl_k3"] = masked_mean(kl, mask).item()
+    if entropy is not None and cfg.entropy_coef > 0:
+        per_token = per_token - cfg.entropy_coef * entropy
+    loss = aggregate_loss(per_token, mask, cfg.loss_agg, max_len=cfg.gen.max_new_tokens)
+    return loss, stats
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loop: collect → estimate → update, each its own function.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def join_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
+    """Concatenate scored Rollouts, keeping rewards and the per-row extras (valid, components, rows)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = concat_rollouts(parts, pad_id)
+    out.rewards = torch.cat([p.rewards for p in parts])
+    out.extras = {
+        "valid": torch.cat([p.extras["valid"] for p in parts]),
+        "components": {k: torch.cat([p.extras["components"][k] for p in parts]) for k in parts[0].extras["components"]},
+        "reward_errors": [e for p in parts for e in p.extras["reward_errors"]],
+        "rows": [r for p in parts for r in p.extras["rows"]],
+    }
+    return out
+
+
+def collect_groups(
+    model, tokenizer, next_prompts: Callable[[], list[dict]], reward_fns, weights, cfg: GRPOConfig, generator
+) -> tuple[Rollout, dict[str, float]]:
+    """Step 1. Sample G responses for N prompts and score them; with dynamic sampling, drop groups whose rewards
+    have zero variance and sample more prompts (at most ``max_sampling_tries`` rounds) until N groups are kept."""
+    G, N = cfg.group_size, cfg.prompts_per_step
+    kept: list[Rollout] = []
+    n_kept, n_groups, n_zero, tries = 0, 0, 0, 0
+    while n_kept < N and tries < (cfg.max_sampling_tries if cfg.dynamic_sampling else 1):
+        tries += 1
+        ro = collect(
+            model,
+            tokenizer,
+            next_prompts(),
+            cfg.gen,
+            reward_fns,
+            samples_per_prompt=G,
+            weights=weights,
+            on_error=cfg.on_reward_error,
+            generator=generator,
+        )
+        if cfg.overlong_coef > 0:
+            pen = overlong_penalty(ro.response_lengths, cfg.gen.max_new_tokens, cfg.overlong_buffer, ro.finished)
+            ro.extras["components"]["overlong"] = pen.cpu()
+            ro.rewards = ro.rewards + cfg.overlong_coef * pen.to(ro.rewards.device) * ro.extras["valid"]
+        zero = zero_variance_groups(ro.rewards, G)  # [N]
+        n_groups, n_zero = n_groups + len(zero), n_zero + int(zero.sum())
+        if cfg.dynamic_sampling:
+            keep = (~zero).nonzero().squeeze(1)[: N - n_kept]  # group indices
+            ro = ro.select((keep[:, None] * G + torch.arange(G)).reshape(-1).cpu()) if len(keep) else None
+        if ro is not None and len(ro):
+            kept.append(ro)
+            n_kept += len(ro) // G
+    if not kept:  # every group was uninformative in every try: train on nothing this step
+        return None, {"frac_zero_var_groups": n_zero / max(n_groups, 1), "sampling_tries": tries}
+    return join_rollouts(kept, tokenizer.pad_token_id), {
+        "frac_zero_var_groups": n_zero / max(n_groups, 1),
+        "sampling_tries": tries,
+    }
+
+
+@torch.no_grad()
+def estimate(model, ref_model, ro: Rollout, cfg: GRPOConfig) -> dict[str, torch.Tensor]:
+    """Step 2. π_old and π_ref log-probs [B, T], the loss mask [B, T] and advantages [B, T].
+
+    Skipped samples (reward failed, ``valid`` False) get the mean reward of their group's valid samples (so they
+    shift nobody's baseline much) and a zero loss mask (so they do not train).
+    """
+    valid = ro.extras["valid"].to(ro.rewards.device)
+    mask = ro.response_mask.float() * valid[:, None].float()
+    T = ro.response_ids.shape[1]
+    old_logp = batched_logprobs(model, ro.input_ids, ro.attention_mask, T, cfg.gen.temperature)
+    ref_logp = None
+    if ref_model is not None:
+        ref_logp = batched_logprobs(ref_model, ro.input_ids, ro.attention_mask, T, cfg.gen.temperature)
+    r = _impute_invalid(ro.rewards, valid, cfg.group_size)
+    kl = kl_estimate(old_logp, ref_logp, "k1") if ref_logp is not None else torch.zeros_like(old_logp)
+    x = EstimatorInputs(r, mask, kl, cfg.group_size, cfg.kl_reward_coef, cfg.adv_eps)
+    return {"old_logp": old_logp, "ref_logp": ref_logp, "mask": mask, "adv": ESTIMATORS[cfg.estimator](x), "kl": kl}
+
+
+def _impute_invalid(r: torch.Tensor, valid: torch.Tensor, G: int) -> torch.Tensor:
+    """Replace invalid rewards by their group's mean valid reward (0 when no sample of the group is valid)."""
+    if bool(valid.all()):
+        return r
+    groups, v = r.view(-1, G), valid.view(-1, G).float()
+    mean = (groups * v).sum(1, keepdim=True) / v.sum(1, keepdim=True).clamp(min=1.0)
+    return torch.where(v.bool(), groups, mean.expand_as(groups)).reshape(-1)
+
+
+def update(model, opt, sched, ro: Rollout, est: dict[str, torch.Tensor], cfg: GRPOConfig) -> dict[str, float]:
+    """Step 3. μ passes over the batch in minibatches: recompute log π_θ, clipped surrogate (+ KL), optimizer step."""
+    B, T = ro.response_ids.shape
+    mb = min(cfg.minibatch_size or B, B)
+    stats: dict[str, list[float]] = {}
+    model.train()
+    for _ in range(cfg.ppo_epochs):
+        order = torch.randperm(B)
+        for start in range(0, B, mb):
+            idx = order[start : start + mb].to(ro.input_ids.device)
+            logp, ent = sequence_logprobs(
+                model, ro.input_ids[idx], ro.attention_mask[idx], T, cfg.gen.temperature, with_entropy=True
+            )
+            mask = est["mask"][idx]
+            ref = est["ref_logp"][idx] if est["ref_logp"] is not None else None
+            loss, s = pg_loss(logp, est["old_logp"][idx], est["adv"][idx], mask, cfg, ref, ent)
+            loss.backward()
+            s |= {
+                "loss": loss.item(),
+                "entropy": masked_mean(ent.detach(), mask).item(),
+                "grad_norm": clip_and_step(model, opt, sched, cfg.optim.max_grad_norm),
+            }
+            for k, v in s.items():
+                stats.setdefault(k, []).append(v)
+    return {k: sum(v) / len(v) for k, v in stats.items()}
+
+
+def rollout_metrics(ro: Rollout, est: dict[str, torch.Tensor], task_name: str | None) -> dict[str, float]:
+    """Reward mean/std, per-component means, accuracy (task reward ≥ 1), KL to the reference, response length."""
+    valid = ro.extras["valid"].bool()
+    r = ro.rewards[valid] if valid.any() else ro.rewards
+    out = {
+        "reward/mean": r.mean().item(),
+        "reward/std": r.std().item() if len(r) > 1 else 0.0,
+        "reward/errors": len(ro.extras["reward_errors"]),
+        "response_length": ro.response_lengths.float().mean().item(),
+        "frac_truncated": (~ro.finished.bool()).float().mean().item(),
+        "adv/abs_mean": masked_mean(est["adv"].abs(), est["mask"]).item(),
+    }
+    for name, values in ro.extras["components"].items():
+        out[f"reward/{name}"] = values.float().mean().item()
+    if task_name in ro.extras["components"]:
+        out["train/accuracy"] = (ro.extras["components"][task_name] >= 1.0).float().mean().item()
+    if est["ref_logp"] is not None:
+        out["kl_ref"] = masked_mean(est["kl"], est["mask"]).item()
+    return out
+
+
+def sample_rows(ro: Rollout, adv: torch.Tensor, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` samples as table rows for samples.jsonl."""
+    rows = []
+    for i in range(min(n, len(ro))):
+        comps = {k: float(v[i]) for k, v in ro.extras["components"].items()}
+        rows.append(
+            {
+                "prompt": ro.prompts[i],
+                "response": ro.responses[i],
+                "reward": float(ro.rewards[i]),
+                "advantage": float(adv[i][ro.response_mask[i].bool()].mean()) if ro.response_mask[i].any() else 0.0,
+                "components": comps,
+            }
+        )
+    return rows
+
+
+def train(cfg: GRPOConfig, resume: bool = False) -> dict[str, Any]:
+    """Run GRPO / Dr.GRPO / RLOO / REINFORCE++; returns {"run_dir", "model_dir", "initial", "final"} (eval metrics)."""
+    # 0. Set-up: seed, run directory, policy, frozen reference, task, rewards, optimizer, resume.
+    seed_everything(cfg.run.seed)
+    run = RunDir.open(cfg.run, cfg.estimator if cfg.estimator != "grpo" else "grpo", cfg, resume=resume)
+    model, tokenizer = load_pretrained(cfg.model)
+    device = next(model.parameters()).device
+    needs_ref = cfg.kl_coef > 0 or (cfg.estimator == "reinforce_pp" and cfg.kl_reward_coef > 0)
+    ref_model = copy.deepcopy(model).eval().requires_grad_(False) if needs_ref else None
+    task = load_task(cfg.task, kind="prompt", tokenizer=tokenizer, max_length=cfg.model.max_length)
+    fns, weights = build_rewards(cfg.rewards, task.reward_fn, cfg.task_reward_weight)
+    reward_fns = {k: with_timeout(f, cfg.reward_timeout) for k, f in fns.items()}
+    test_rows = task.test[: cfg.eval_size]
+    opt, sched = make_optimizer(model.parameters(), cfg.optim, cfg.steps * cfg.ppo_epochs * _updates_per_batch(cfg))
+    rng = random.Random(cfg.run.seed)
+    generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
+    step, history = 0, {}
+    if resume and (ckpt := run.latest_checkpoint()) is not None:
+        state = run.load_checkpoint(ckpt, {"policy": model}, {"policy": opt}, {"sample": generator})
+        step, history = state["step"], state.get("history", {})
+        sched.load_state_dict(state["scheduler"])
+        rng.setstate(_tuple(state["data_rng"]))
+    order = batches(len(task.train), min(cfg.prompts_per_step, len(task.train)), rng)
+
+    def next_prompts() -> list[dict]:
+        return [task.train[i] for i in next(order)]
+
+    def evaluate() -> dict[str, float]:
+        res = evaluate_generation(model, tokenizer, task, test_rows, cfg.eval_gen, seed=cfg.run.seed)
+        return {"eval/reward": res["reward"], "eval/accuracy": res["accuracy"]}
+
+    if step == 0:
+        history["initial"] = run.log(0, evaluate() | {"params": count_parameters(model)})
+    bar = progress(cfg.steps, step, cfg.estimator, cfg.run.progress)
+    while step < cfg.steps:
+        # 1. Collect: N prompts × G samples, scored (dynamic sampling refills zero-variance groups).
+        t0 = time.perf_counter()
+        ro, row = collect_groups(model, tokenizer, next_prompts, reward_fns, weights, cfg, generator)
+        t1 = time.perf_counter()
+        row |= {"time/collect": t1 - t0}
+        if ro is not None:
+            # 2. Estimate: π_old / π_ref log-probs and advantages.
+            est = estimate(model, ref_model, ro, cfg)
+            t2 = time.perf_counter()
+            # 3. Update: μ passes of clipped policy-gradient steps.
+            row |= update(model, opt, sched, ro, est, cfg)
+            t3 = time.perf_counter()
+            n_tokens = int(ro.response_mask.sum())
+            row |= rollout_metrics(ro, est, "task" if "task" in fns else None)
+            row |= {"time/estimate": t2 - t1, "time/update": t3 - t2, "tokens_per_s": n_tokens / max(t1 - t0, 1e-9)}
+        step += 1
+        row |= {"lr": sched.get_last_lr()[0]}
+        # 4. Evaluate, log, samples, checkpoint.
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            row |= evaluate()
+        if ro is not None and cfg.n_samples and (step % cfg.samples_every == 0 or step == 1):
+            run.log_samples(step, sample_rows(ro, est["adv"], cfg.n_samples))
+        if step % cfg.run.log_every == 0 or "eval/accuracy" in row:
+            row = run.log(step, row)
+        show(bar, row, ("reward/mean", "eval/accuracy", "frac_zero_var_groups"))
+        bar.update(1)
+        if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.steps:
+            state = {"scheduler": sched.state_dict(), "data_rng": rng.getstate(), "history": history}
+            run.save_checkpoint(step, {"policy": (model, tokenizer)}, {"policy": opt}, state, {"sample": generator})
+    bar.close()
+    final = [r for r in run.metrics() if "eval/accuracy" in r][-1]
+    model_dir = run.save_final("policy", model, tokenizer, lora_save=cfg.model.lora.save if cfg.model.lora else "merged")
+    return {"run_dir": run.path, "model_dir": model_dir, "initial": history.get("initial"), "final": final}
+
+
+def _updates_per_batch(cfg: GRPOConfig) -> int:
+    B = cfg.prompts_per_step * cfg.group_size
+    return -(-B // min(cfg.minibatch_size or B, B))
+
+
+def _tuple(x):
+    """JSON turns tuples into lists; random.setstate needs the tuples back."""
+    return tuple(_tuple(i) for i in x) if isinstance(x, list) else x

@@ -1,0 +1,538 @@
+"""PPO for language models (actor-critic RLHF), reading top to bottom like CleanRL's ``ppo.py``.
+
+Actor = the policy LM π_θ; critic V_φ = a value head on the policy trunk (``critic: shared``) or on a separate copy
+(``critic: separate``, InstructGPT); a frozen reference π_ref for the KL leash. One step:
+
+1. collect   — sample responses (``rollout.collect`` for prompts + reward functions, ``collect_env`` for
+               Environments, multi-turn included);
+2. score     — reward functions and/or a reward model (ensemble: mean − λ·std), missing-EOS penalty, running
+               normalisation and clipping of the score;
+3. forward   — old log-probs π_θold, values V_φold (one fused pass on a shared trunk) and reference log-probs π_ref;
+4. estimate  — per-token reward r_t = −β·KL_t (+ score on the last token) (Ziegler et al. 2019, eq. 2),
+               GAE(γ, λ) (Schulman et al. 2016), advantage whitening;
+5. update    — epochs × minibatches (gradient accumulation over micro-batches): clipped surrogate (Schulman et al.
+               2017, eq. 7), clipped value loss, entropy bonus, grad-norm clipping, early stop on approx-KL;
+6. log       — every metric in docs/algorithms/ppo.md, a sample table, degeneration warnings; adaptive KL update.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from rewardloop import diagnostics
+from rewardloop.algorithms.common import clip_and_step, evaluate_generation, make_optimizer, progress, seed_everything
+from rewardloop.algorithms.common import show as show_bar
+from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section
+from rewardloop.envs.tasks import TaskConfig, load_task
+from rewardloop.models import load_pretrained
+from rewardloop.models.value_head import ValueModel, load_value_model, value_model_from_policy
+from rewardloop.ops import (
+    aggregate_loss,
+    clipped_policy_loss,
+    clipped_value_loss,
+    entropy_from_logits,
+    explained_variance,
+    gae,
+    kl_estimate,
+    logprobs_from_logits,
+    masked_mean,
+    masked_var,
+    masked_whiten,
+)
+from rewardloop.rewards.registry import resolve_reward
+from rewardloop.rollout import batched_logprobs, encode_prompts, sequence_logprobs
+from rewardloop.rollout.collect import collect
+from rewardloop.rollout.env_collect import collect_env
+from rewardloop.runs import RunDir
+from rewardloop.types import Rollout
+
+# ---------------------------------------------------------------------------------------------------------------
+# 0. Config
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class RewardSourceConfig(Section):
+    """Where rewards come from: a reward model (or ensemble), reward functions, or an Environment."""
+
+    model: str | list[str] | None = Field(None, description="reward-model dir, ensemble dir, or a list of dirs")
+    functions: list[str] = Field(default_factory=list, description="reward names / 'pkg.mod:fn' / 'file.py:fn'")
+    weights: dict[str, float] = Field(default_factory=dict, description="weight per reward function (default 1)")
+    env: str | None = Field(None, description="'task' (the task's rows as a one-step env) or 'pkg.mod:factory(seed)'")
+    max_turns: int = Field(1, ge=1, description="environment episodes: at most this many policy turns")
+    uncertainty_penalty: float = Field(0.0, ge=0.0, description="λ in ensemble mean − λ·std")
+    on_error: Literal["skip", "zero", "abort"] = "skip"
+    missing_eos_penalty: float | None = Field(None, description="subtracted from the score of truncated responses")
+    normalize: bool = Field(False, description="running mean/std normalisation of the score")
+    clip: float | None = Field(None, gt=0.0, description="clip the (normalised) score to ±clip")
+
+
+class PPOConfig(Section):
+    model: ModelConfig = ModelConfig()
+    ref_model: ModelConfig | None = Field(None, description="reference policy; default: the same as `model`")
+    task: TaskConfig = TaskConfig()
+    reward: RewardSourceConfig = RewardSourceConfig()
+    gen: GenerationConfig = GenerationConfig(max_new_tokens=8, temperature=1.0)
+    eval_gen: GenerationConfig = GenerationConfig(max_new_tokens=8, temperature=0.0)
+    optim: OptimConfig = OptimConfig(lr=3e-5, max_grad_norm=1.0)
+    critic_optim: OptimConfig = OptimConfig(lr=1e-4, max_grad_norm=1.0)
+    run: RunConfig = RunConfig()
+    critic: Literal["shared", "separate"] = Field("separate", description="value head on the policy trunk or a copy")
+    steps: int = Field(100, ge=1, description="PPO iterations (collect + update)")
+    batch_size: int = Field(64, ge=1, description="episodes collected per step")
+    mini_batch_size: int = Field(32, ge=1, description="episodes per optimizer step")
+    micro_batch_size: int = Field(32, ge=1, description="episodes per forward/backward (gradient accumulation)")
+    epochs: int = Field(2, ge=1, description="passes over each rollout batch")
+    gamma: float = Field(1.0, ge=0.0, le=1.0)
+    lam: float = Field(0.95, ge=0.0, le=1.0)
+    clip_eps: float = Field(0.2, gt=0.0)
+    clip_eps_high: float | None = Field(None, gt=0.0, description="upper clip (DAPO clip-higher); default clip_eps")
+    value_clip: float | None = Field(0.2, gt=0.0, description="value-loss clipping range; null = unclipped")
+    vf_coef: float = Field(0.5, ge=0.0)
+    entropy_coef: float = Field(0.0, ge=0.0)
+    kl_coef: float = Field(0.05, ge=0.0, description="β (initial value when adaptive)")
+    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    adaptive_kl: bool = Field(False, description="Ziegler et al. 2019 controller: move β toward kl_target")
+    kl_target: float = Field(6.0, gt=0.0, description="target KL per sequence (nats) for the adaptive controller")
+    kl_horizon: int = Field(10000, ge=1)
+    target_kl: float | None = Field(None, gt=0.0, description="stop the epoch loop when approx-KL exceeds this")
+    whiten_advantages: bool = True
+    loss_agg: Literal["token-mean", "seq-mean", "constant"] = "token-mean"
+    eval_every: int = Field(20, ge=1)
+    eval_size: int = Field(200, ge=1)
+    sample_k: int = Field(2, ge=0, description="best/worst samples written to samples.jsonl each logged step")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. Pure functions
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def adaptive_kl_update(beta: float, kl: float, target: float, horizon: int, n_steps: int) -> float:
+    """Ziegler et al. 2019 §2.2: e = clip(KL/KL_target − 1, −0.2, 0.2);  β ← β · (1 + e · n_steps / horizon)."""
+    error = max(-0.2, min(0.2, kl / target - 1.0))
+    return beta * (1.0 + error * n_steps / horizon)
+
+
+def shape_rewards(
+    score: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float, token_rewards: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-token reward r_t = −β·KL_t, plus the sequence score on the last action token: [B] , [B, R] → [B, R].
+
+    ``token_rewards`` [B, R] (multi-turn environments: each turn's reward on that turn's last token) sum to the raw
+    score; ``score`` − their sum (the missing-EOS penalty, normalisation, clipping) is added on the last token.
+    """
+    rewards = -beta * kl * mask
+    last = ((mask.long().cumsum(1) == mask.long().sum(1, keepdim=True)) & (mask > 0)).float()  # [B, R] last action
+    if token_rewards is None:
+        return rewards + last * score[:, None]
+    # Turn rewards stay on their turns; what score processing changed (penalty, normalisation) goes on the last token.
+    return rewards + token_rewards * mask + last * (score - (token_rewards * mask).sum(1))[:, None]
+
+
+def packed_gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE over action tokens only: environment tokens between turns (mask 0) are skipped, not episode ends.
+
+    Packs each row's action tokens to the left, runs ``ops.gae``, and scatters back: [B, R] → (adv, returns) [B, R].
+    For single-turn rollouts (mask = a prefix of ones) this is exactly ``ops.gae``.
+    """
+    mask = mask.long()
+    order = torch.argsort(-mask, dim=1, stable=True)  # action positions first, in order
+    packed_mask = mask.gather(1, order)
+    adv_p, ret_p = gae(rewards.gather(1, order), values.gather(1, order), packed_mask, gamma, lam)
+    adv, ret = torch.zeros_like(rewards), torch.zeros_like(rewards)
+    return adv.scatter(1, order, adv_p) * mask, ret.scatter(1, order, ret_p) * mask
+
+
+@dataclass
+class RunningMoments:
+    """Running mean/std of the score (Chan et al. parallel update), for reward normalisation."""
+
+    mean: float = 0.0
+    var: float = 1.0
+    count: float = 1e-4
+
+    def update(self, x: torch.Tensor) -> None:
+        if x.numel() == 0:
+            return
+        b_mean, b_var, b_n = float(x.mean()), float(x.var(unbiased=False)), x.numel()
+        delta, total = b_mean - self.mean, self.count + b_n
+        self.mean += delta * b_n / total
+        self.var = (self.var * self.count + b_var * b_n + delta**2 * self.count * b_n / total) / total
+        self.count = total
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / math.sqrt(self.var + 1e-8)
+
+
+def process_scores(
+    raw: torch.Tensor, finished: torch.Tensor, cfg: RewardSourceConfig, moments: RunningMoments, valid: torch.Tensor
+) -> torch.Tensor:
+    """Missing-EOS penalty → running normalisation → clipping (OpenRLHF order). [B] → [B]."""
+    score = raw.clone()
+    if cfg.missing_eos_penalty is not None:
+        score = score - cfg.missing_eos_penalty * (~finished.bool()).float()
+    if cfg.normalize:
+        moments.update(score[valid])
+        score = moments.normalize(score)
+    if cfg.clip is not None:
+        score = score.clamp(-cfg.clip, cfg.clip)
+    return torch.where(valid, score, torch.zeros_like(score))
+
+
+def ppo_loss(
+    logp, old_logp, entropy, values, old_values, advantages, returns, mask, cfg: PPOConfig
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """L = L_clip + c_v · L_V − c_H · H over the masked tokens (all [B, R]); returns (loss, stats)."""
+    pg, pg_clipped = clipped_policy_loss(logp, old_logp, advantages, cfg.clip_eps, cfg.clip_eps_high)
+    vf, vf_clipped = clipped_value_loss(values, old_values, returns, cfg.value_clip)
+    loss_pg = aggregate_loss(pg, mask, cfg.loss_agg, mask.shape[1])
+    loss_vf = aggregate_loss(vf, mask, cfg.loss_agg, mask.shape[1])
+    ent = masked_mean(entropy, mask)
+    loss = loss_pg + cfg.vf_coef * loss_vf - cfg.entropy_coef * ent
+    log_ratio = logp - old_logp
+    stats = {
+        "loss/policy": loss_pg.detach(),
+        "loss/value": loss_vf.detach(),
+        "loss/total": loss.detach(),
+        "entropy": ent.detach(),
+        "clipfrac/policy": masked_mean(pg_clipped, mask),
+        "clipfrac/value": masked_mean(vf_clipped, mask),
+        "approx_kl": masked_mean(torch.expm1(log_ratio) - log_ratio, mask).detach(),  # k3 of π_old ‖ π_θ
+    }
+    return loss, stats
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. Model passes
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def policy_and_values(policy, critic: ValueModel, ids, mask, n_response: int, temperature: float, with_entropy: bool):
+    """(log π [B, R], entropy [B, R] | None, V [B, R]); one fused trunk pass when the critic shares the policy."""
+    if critic.shared:
+        hidden = critic.hidden_states(ids, mask)[:, -(n_response + 1) : -1]  # [B, R, H]
+        logits = policy.get_output_embeddings()(hidden)
+        if temperature not in (0.0, 1.0):
+            logits = logits / temperature
+        logp = logprobs_from_logits(logits, ids[:, -n_response:])
+        return logp, (entropy_from_logits(logits) if with_entropy else None), critic.head(hidden)
+    logp, ent = sequence_logprobs(policy, ids, mask, n_response, temperature, with_entropy)
+    return logp, ent, critic.response_values(ids, mask, n_response)
+
+
+@torch.no_grad()
+def old_policy_pass(policy, critic, rollout: Rollout, temperature: float, batch_size: int):
+    """Old log-probs and values [B, R] (no gradients, in chunks)."""
+    ids, mask, R = rollout.input_ids, rollout.attention_mask, rollout.response_ids.shape[1]
+    parts = [
+        policy_and_values(policy, critic, ids[i : i + batch_size], mask[i : i + batch_size], R, temperature, False)
+        for i in range(0, len(rollout), batch_size)
+    ]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[2] for p in parts])
+
+
+def check_fused_head(policy, critic: ValueModel, device) -> None:
+    """The fused pass (trunk → LM head) must reproduce the model's own logits (no logit scaling/soft-capping)."""
+    ids = torch.arange(3, 11, device=device)[None] % policy.config.vocab_size
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        fused, _, _ = policy_and_values(policy, critic, ids, mask, 4, 1.0, False)
+        plain, _ = sequence_logprobs(policy, ids, mask, 4)
+    if not torch.allclose(fused, plain, atol=1e-4):
+        raise ValueError(
+            f"critic='shared' needs logits = lm_head(trunk(x)); {type(policy).__name__} differs "
+            f"(max |Δ log p| = {(fused - plain).abs().max():.2e}); use critic='separate'"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. Reward sources
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class Rewarder:
+    """Collects and scores one batch from whichever reward source the config names."""
+
+    def __init__(self, cfg: PPOConfig, task, device) -> None:
+        rc = cfg.reward
+        self.cfg, self.task = cfg, task
+        self.fns = {name: resolve_reward(name) for name in rc.functions}
+        self.rm = None
+        if rc.model is not None:
+            from rewardloop.algorithms.reward_model import load_reward_ensemble
+
+            self.rm = load_reward_ensemble(rc.model, str(device))
+        if not self.fns and self.rm is None and rc.env is None:
+            if task.reward_fn is None:
+                raise ValueError("no reward: set reward.model, reward.functions or reward.env (the task has none)")
+            self.fns = {task.name: task.reward_fn}
+        self.env_factory = None
+        if rc.env is not None:
+            self.env_factory = self._dataset_env if rc.env == "task" else resolve_reward(rc.env)
+
+    def _dataset_env(self, seed: int):
+        from rewardloop.envs.base import DatasetEnv
+
+        return DatasetEnv(self.task.train, self.task.reward_fn, seed=seed)
+
+    def collect(self, policy, tok, rows, step: int, generator) -> Rollout:
+        """Generate (and score with functions / env); the reward model is applied separately in ``score_rm``."""
+        if self.env_factory is not None:
+            seeds = [self.cfg.run.seed * 1_000_003 + step * len(rows) + i for i in range(len(rows))]
+            envs = [self.env_factory(seed=s) for s in seeds]
+            return collect_env(
+                policy, tok, envs, self.cfg.gen, max_turns=self.cfg.reward.max_turns, seeds=seeds,
+                generator=generator, max_length=self.cfg.model.max_length,
+            )  # fmt: skip
+        return collect(
+            policy, tok, rows, self.cfg.gen, self.fns, weights=self.cfg.reward.weights,
+            on_error=self.cfg.reward.on_error, generator=generator,
+        )  # fmt: skip
+
+    def score_rm(self, rollout: Rollout) -> dict[str, torch.Tensor]:
+        """Add the reward model's score to ``rollout.rewards`` (components "rm"); returns RM stats [B]."""
+        if self.rm is None:
+            return {}
+        out = self.rm.score(rollout.prompts, rollout.responses, self.cfg.reward.uncertainty_penalty)
+        device = rollout.response_ids.device
+        rollout.rewards = rollout.rewards + out["score"].to(device) if self.fns else out["score"].to(device)
+        rollout.extras.setdefault("components", {})["rm"] = out["score"]
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. Training loop
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def train(cfg: PPOConfig, resume: bool = False) -> dict[str, Any]:
+    """Run PPO; returns {"run_dir", "model_dir", "value_dir", "initial", "final"} (eval metrics dicts)."""
+    # 1. Set-up: run dir, policy, reference, critic, optimizers, reward source, RNG.
+    seed_everything(cfg.run.seed)
+    run = RunDir.open(cfg.run, "ppo", cfg, resume=resume)
+    policy, tok = load_pretrained(cfg.model)
+    device = next(policy.parameters()).device
+    ref, _ = load_pretrained(cfg.ref_model or cfg.model, device)
+    ref.eval().requires_grad_(False)
+    critic = value_model_from_policy(policy, shared=cfg.critic == "shared")
+    if critic.shared:
+        check_fused_head(policy, critic, device)
+    task = load_task(cfg.task, kind="prompt", tokenizer=tok, max_length=cfg.model.max_length)
+    rewarder = Rewarder(cfg, task, device)
+    n_updates = cfg.steps * cfg.epochs * math.ceil(cfg.batch_size / cfg.mini_batch_size)
+    opts = {"policy": make_optimizer(critic.parameters() if critic.shared else policy.parameters(), cfg.optim, n_updates)}
+    if not critic.shared:
+        opts["value"] = make_optimizer(critic.parameters(), cfg.critic_optim, n_updates)
+    generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
+    data_rng = random.Random(cfg.run.seed)
+    step, beta, moments, history, seen = 0, cfg.kl_coef, RunningMoments(), {}, {}
+    temperature = cfg.gen.temperature or 1.0
+    if resume and (ckpt := run.latest_checkpoint()) is not None:
+        state = run.load_checkpoint(
+            ckpt, {"policy": policy, "value": critic}, {k: o for k, (o, _) in opts.items()}, {"sample": generator}
+        )
+        for k, (_, sched) in opts.items():
+            sched.load_state_dict(state["schedulers"][k])
+        step, beta, history, seen = state["step"], state["kl_coef"], state["history"], state["seen"]
+        moments = RunningMoments(**state["moments"])
+        data_rng.setstate(_tuple(state["data_rng"]))
+
+    def evaluate() -> dict[str, float]:
+        if task.reward_fn is None:
+            return {}
+        res = evaluate_generation(policy, tok, task, task.test[: cfg.eval_size], cfg.eval_gen, seed=cfg.run.seed)
+        return {"eval/reward": res["reward"], "eval/accuracy": res["accuracy"]}
+
+    if step == 0:
+        history["initial"] = run.log(0, evaluate())
+    recent: list[dict] = [r for r in run.metrics() if "reward/mean" in r][-2 * diagnostics.DRIFT_WINDOW :]
+    bar = progress(cfg.steps, step, "ppo", cfg.run.progress)
+    while step < cfg.steps:
+        t0 = time.perf_counter()
+        # 2. Collect: sample one response per prompt (or one episode per environment), score with functions/env.
+        rows = [task.train[data_rng.randrange(len(task.train))] for _ in range(cfg.batch_size)]
+        rollout = rewarder.collect(policy, tok, rows, step, generator)
+        t_gen = time.perf_counter()
+        # 3. Score with the reward model (ensemble), then EOS penalty, normalisation, clipping.
+        rm = rewarder.score_rm(rollout)
+        valid = rollout.extras["valid"].to(device).bool()
+        score = process_scores(rollout.rewards.to(device), rollout.finished, cfg.reward, moments, valid)
+        t_score = time.perf_counter()
+        # 4. Old log-probs + values (fused on a shared trunk), reference log-probs. The sampler's log-probs are
+        #    only compared (a mismatch means a padding/position/temperature bug), the recomputed ones are used.
+        action_mask = rollout.extras.get("action_mask", rollout.response_mask).to(device).float()
+        mask = action_mask * valid[:, None].float()  # skipped samples take no part in the update
+        R = rollout.response_ids.shape[1]
+        old_logp, old_values = old_policy_pass(policy, critic, rollout, temperature, cfg.micro_batch_size)
+        t_value = time.perf_counter()
+        ref_logp = batched_logprobs(ref, rollout.input_ids, rollout.attention_mask, R, temperature, cfg.micro_batch_size)
+        t_ref = time.perf_counter()
+        # 5. Estimate: KL-shaped per-token rewards, GAE, whitening.
+        kl = kl_estimate(old_logp, ref_logp, cfg.kl_estimator) * mask  # [B, R]
+        token_rewards = rollout.extras.get("token_rewards")
+        token_rewards = token_rewards.to(device) if token_rewards is not None else None
+        rewards = shape_rewards(score, kl, mask, beta, token_rewards)
+        advantages, returns = packed_gae(rewards, old_values * mask, mask, cfg.gamma, cfg.lam)
+        adv_mean, adv_std = masked_mean(advantages, mask), masked_var(advantages, mask).sqrt()
+        if cfg.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+        # 6. Update: epochs × minibatches × micro-batches; early stop when approx-KL passes target_kl.
+        stats = update(cfg, policy, critic, opts, rollout, old_logp, old_values, advantages, returns, mask, temperature)
+        t_train = time.perf_counter()
+        step += 1
+        # 7. KL controller, metrics, samples, warnings, evaluation, checkpoint.
+        seq_kl = float(kl.sum(1)[valid].mean()) if valid.any() else 0.0
+        if cfg.adaptive_kl:
+            beta = adaptive_kl_update(beta, seq_kl, cfg.kl_target, cfg.kl_horizon, cfg.batch_size)
+        lengths = rollout.response_mask.sum(1).float()
+        n_tokens = int(rollout.attention_mask.sum())
+        raw = rollout.rewards[valid.to(rollout.rewards.device)].float()
+        row = {
+            "reward/mean": float(raw.mean()) if raw.numel() else float("nan"),
+            "reward/std": float(raw.std()) if raw.numel() > 1 else 0.0,
+            "score/mean": float(score[valid].mean()) if valid.any() else float("nan"),
+            "kl": float(masked_mean(kl, mask)),
+            "kl/seq": seq_kl,
+            "kl_coef": beta,
+            "advantages/mean": float(adv_mean),
+            "advantages/std": float(adv_std),
+            "returns/mean": float(masked_mean(returns, mask)),
+            "values/mean": float(masked_mean(old_values, mask)),
+            "explained_variance": explained_variance(old_values, returns, mask),
+            "response/length": float(lengths.mean()),
+            "response/finished": float(rollout.finished.float().mean()),
+            "reward_errors": len(rollout.extras.get("reward_errors", [])),
+            "valid_fraction": float(valid.float().mean()),
+            "debug/sampler_logprob_diff": float(((rollout.logprobs.to(device) - old_logp).abs() * mask).max()),
+            "tokens_per_s": n_tokens / max(t_train - t0, 1e-9),
+            "gen_tokens_per_s": float(lengths.sum()) / max(t_gen - t0, 1e-9),
+            "time/generate": t_gen - t0,
+            "time/score": t_score - t_gen,
+            "time/value": t_value - t_score,
+            "time/reference": t_ref - t_value,
+            "time/train": t_train - t_ref,
+            "lr": opts["policy"][1].get_last_lr()[0],
+            **stats,
+            **diagnostics.component_shares(rollout.extras.get("components", {}), valid),
+        }
+        if rm:
+            row |= {"rm/score": float(rm["mean"].mean()), "rm/std": float(rm["std"].mean())}
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            row |= evaluate()
+        warnings = diagnostics.check_degeneration(row, recent, n_samples=len(rollout))
+        row["warnings"] = diagnostics.emit(warnings, step, seen)
+        if step % cfg.run.log_every == 0 or "eval/reward" in row:
+            row = run.log(step, row)
+            extra = {"rm_std": rm["std"]} if rm else {}
+            extra["kl"] = kl.sum(1).cpu()
+            run.log_samples(step, diagnostics.sample_table(rollout, cfg.sample_k, extra))
+        recent = [*recent, row][-4 * diagnostics.DRIFT_WINDOW :]
+        show_bar(bar, row, ("reward/mean", "kl", "eval/accuracy"))
+        bar.update(1)
+        if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.steps:
+            state = {
+                "kl_coef": beta,
+                "moments": vars(moments),
+                "history": history,
+                "seen": seen,
+                "data_rng": data_rng.getstate(),
+                "schedulers": {k: s.state_dict() for k, (_, s) in opts.items()},
+            }
+            models = {"policy": (policy, tok), "value": (critic, tok)}
+            run.save_checkpoint(step, models, {k: o for k, (o, _) in opts.items()}, state, {"sample": generator})
+    bar.close()
+    final = next((r for r in reversed(run.metrics()) if "eval/reward" in r), {})
+    model_dir = run.save_final("policy", policy, tok)
+    value_dir = run.save_final("value", critic, tok)
+    return {"run_dir": run.path, "model_dir": model_dir, "value_dir": value_dir, "initial": history.get("initial"),
+            "final": final}  # fmt: skip
+
+
+def update(cfg: PPOConfig, policy, critic, opts, rollout, old_logp, old_values, advantages, returns, mask, temperature):
+    """PPO epochs over one rollout batch; returns the mean of the minibatch stats and the epochs completed."""
+    ids, attn, R, B = rollout.input_ids, rollout.attention_mask, rollout.response_ids.shape[1], len(rollout)
+    policy.train()
+    critic.train()
+    collected: list[dict[str, float]] = []
+    grad_norms: list[float] = []
+    stop = False
+    epochs_done = 0
+    for _epoch in range(cfg.epochs):
+        perm = torch.randperm(B).tolist()
+        for start in range(0, B, cfg.mini_batch_size):
+            mb = perm[start : start + cfg.mini_batch_size]
+            n_tok = float(mask[mb].sum().clamp(min=1.0))
+            mb_stats = []
+            for m0 in range(0, len(mb), cfg.micro_batch_size):
+                idx = mb[m0 : m0 + cfg.micro_batch_size]
+                # Gradient accumulation: each micro-batch's token-mean is weighted by its share of the tokens.
+                weight = float(mask[idx].sum()) / n_tok if cfg.loss_agg == "token-mean" else len(idx) / len(mb)
+                logp, ent, values = policy_and_values(policy, critic, ids[idx], attn[idx], R, temperature, True)
+                loss, st = ppo_loss(
+                    logp, old_logp[idx], ent, values, old_values[idx], advantages[idx], returns[idx], mask[idx], cfg
+                )
+                (loss * weight).backward()
+                mb_stats.append({k: (float(v), weight) for k, v in st.items()})
+            grad_norms.append(_step(cfg, policy, critic, opts))
+            collected.append({k: sum(s[k][0] * s[k][1] for s in mb_stats) for k in mb_stats[0]})
+            if cfg.target_kl is not None and collected[-1]["approx_kl"] > cfg.target_kl:
+                stop = True
+                break
+        epochs_done += 1
+        if stop:
+            break
+    out = {k: sum(c[k] for c in collected) / len(collected) for k in collected[0]}
+    return out | {"grad_norm": sum(grad_norms) / len(grad_norms), "ppo/epochs": epochs_done, "ppo/early_stop": stop}
+
+
+def _step(cfg: PPOConfig, policy, critic, opts) -> float:
+    if critic.shared:
+        opt, sched = opts["policy"]
+        return clip_and_step(critic, opt, sched, cfg.optim.max_grad_norm)
+    clip_and_step(critic, *opts["value"], cfg.critic_optim.max_grad_norm)
+    return clip_and_step(policy, *opts["policy"], cfg.optim.max_grad_norm)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5. The critic as an artifact: V(prompt) = how well the policy is expected to do on it
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def score_values(model_dir: str | Path, prompts: list[str], batch_size: int = 64, device: str = "auto") -> list[float]:
+    """V(s_0) for each prompt: the critic's expected (KL-shaped, possibly normalised) return before answering."""
+    critic, tok = load_value_model(model_dir, device)
+    dev = next(critic.parameters()).device
+    out: list[float] = []
+    for i in range(0, len(prompts), batch_size):
+        from rewardloop.types import pad_left
+
+        ids, mask = pad_left(encode_prompts(tok, prompts[i : i + batch_size]), tok.pad_token_id or 0)
+        values = critic(ids.to(dev), mask.to(dev))  # [B, P]; left padding → the last column is the last prompt token
+        out += values[:, -1].tolist()
+    return out
+
+
+def value_command(model_dir: str | Path, prompts: list[str] | None = None, file: str | None = None) -> list[dict]:
+    """For the CLI: prompts given directly or read from a prompt file (JSONL/…); rows {"prompt", "value"}."""
+    if file is not None:
+        from rewardloop.data import load_rows
+
+        prompts = (prompts or []) + [r["prompt"] for r in load_rows(file, kind="prompt")]
+    if not prompts:
+        raise ValueError("rewardloop value: give prompts or --file with a 'prompt' column")
+    return [{"prompt": p, "value": v} for p, v in zip(prompts, score_values(model_dir, prompts), strict=True)]
+
+
+def _tuple(x):
+    return tuple(_tuple(i) for i in x) if isinstance(x, list) else x

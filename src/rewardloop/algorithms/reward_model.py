@@ -1,0 +1,290 @@
+"""Reward modelling from pairwise preferences (Bradley–Terry), with ensembles for uncertainty.
+
+Model: r_θ(x, y) = w·h_T + b, the scalar head read at the last real token of prompt x + response y
+(``models/value_head.py``). Loss (Bradley & Terry 1952; Ouyang et al. 2022 eq. 1; Llama-2 §3.2.2 margin):
+
+    L(θ) = − E_(x, y_c, y_r) log σ(r_θ(x, y_c) − r_θ(x, y_r) − m)
+
+with m the optional per-row ``margin`` column (0 otherwise). Metric: pairwise accuracy P[r(x, y_c) > r(x, y_r)] on a
+held-out split. After training, the mean and standard deviation of r over the training responses are saved with the
+model, so downstream users (PPO) read normalised scores (r − μ) / σ. An ensemble of k members (different seeds and
+bootstrap resamples of the pairs; Coste et al. 2023, "Reward Model Ensembles Help Mitigate Overoptimization")
+exposes the members' mean and standard deviation and the conservative score mean − λ·std.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from rewardloop.algorithms.common import batches, clip_and_step, make_optimizer, progress, seed_everything, show
+from rewardloop.config import ModelConfig, OptimConfig, RunConfig, Section
+from rewardloop.models import load_pretrained, load_tokenizer
+from rewardloop.models.value_head import ValueModel, load_value_model
+from rewardloop.runs import RunDir
+
+ENSEMBLE_FILE = "ensemble.json"
+
+
+class PreferenceDataConfig(Section):
+    """Where the preference pairs come from: a file (TRL preference format) or the `reviews` simulated annotator."""
+
+    path: str | None = Field(None, description="JSONL/JSON/Parquet/CSV file or hf:NAME[:SPLIT] with prompt/chosen/rejected")
+    test_path: str | None = Field(None, description="held-out pairs; default: the last `test_size` rows of `path`")
+    reviews_pairs: int = Field(2000, ge=2, description="without `path`: pairs from the reviews simulated annotator")
+    noise: float = Field(0.1, ge=0.0, le=0.5, description="simulated annotator label-flip probability")
+    seed: int = 0
+    test_size: int = Field(200, ge=1)
+
+
+class RewardModelConfig(Section):
+    model: ModelConfig = ModelConfig()
+    data: PreferenceDataConfig = PreferenceDataConfig()
+    optim: OptimConfig = OptimConfig(lr=1e-3, warmup_steps=20, schedule="cosine")
+    run: RunConfig = RunConfig()
+    steps: int = Field(300, ge=1, description="optimisation steps per ensemble member")
+    batch_size: int = Field(32, ge=1)
+    ensemble: int = Field(1, ge=1, description="number of reward models (different seeds)")
+    bootstrap: bool = Field(True, description="ensemble members train on bootstrap resamples of the pairs")
+    eval_every: int = Field(100, ge=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pure pieces
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def bradley_terry_loss(
+    r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin: torch.Tensor | None = None
+) -> torch.Tensor:
+    """− mean log σ(r_c − r_r − m) over pairs [B] (logsigmoid is the numerically stable form)."""
+    diff = r_chosen - r_rejected - (margin if margin is not None else 0.0)
+    return -F.logsigmoid(diff).mean()
+
+
+def pairwise_accuracy(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> float:
+    """Fraction of pairs with r_c > r_r (ties count as half)."""
+    return float(((r_chosen > r_rejected).float() + 0.5 * (r_chosen == r_rejected).float()).mean())
+
+
+def encode_texts(tokenizer, prompts: list[str], responses: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (ids [B, L], mask [B, L]) of prompt (with special tokens) + response, as the policy sees them."""
+    p_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    r_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
+    seqs = [list(p) + list(r) for p, r in zip(p_ids, r_ids, strict=True)]
+    width = max(len(s) for s in seqs)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s, dtype=torch.long), 1
+    return ids.to(device), mask.to(device)
+
+
+def score_texts(model: ValueModel, tokenizer, prompts, responses, batch_size: int = 64) -> torch.Tensor:
+    """Raw r(x, y) for each pair of texts [B] (no gradients, no normalisation)."""
+    device = next(model.parameters()).device
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(prompts), batch_size):
+            ids, mask = encode_texts(tokenizer, prompts[i : i + batch_size], responses[i : i + batch_size], device)
+            out.append(model.score(ids, mask).float())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def bootstrap_indices(n: int, seed: int) -> list[int]:
+    """n indices drawn with replacement (Efron's bootstrap)."""
+    rng = random.Random(seed)
+    return [rng.randrange(n) for _ in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scoring with one model or an ensemble
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class RewardEnsemble:
+    """k reward models scoring the same texts; each member's score is normalised by its own saved statistics."""
+
+    def __init__(self, members: list[ValueModel], tokenizers: list[Any]) -> None:
+        if not members:
+            raise ValueError("RewardEnsemble needs at least one reward model")
+        self.members, self.tokenizers = members, tokenizers
+
+    def member_scores(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """Normalised scores (r − μ) / σ of every member: [k, B]."""
+        rows = []
+        for model, tok in zip(self.members, self.tokenizers, strict=True):
+            raw = score_texts(model, tok, prompts, responses).cpu()
+            mean, std = model.stats.get("mean", 0.0), model.stats.get("std", 1.0) or 1.0
+            rows.append((raw - mean) / std)
+        return torch.stack(rows)
+
+    def score(self, prompts: list[str], responses: list[str], penalty: float = 0.0) -> dict[str, torch.Tensor]:
+        """{"mean", "std", "score" = mean − λ·std} per sample [B] (std is 0 for a single model)."""
+        s = self.member_scores(prompts, responses)
+        mean = s.mean(0)
+        std = s.std(0, unbiased=True) if s.shape[0] > 1 else torch.zeros_like(mean)
+        return {"mean": mean, "std": std, "score": mean - penalty * std}
+
+
+def load_reward_ensemble(paths: str | Path | list[str], device: str = "auto") -> RewardEnsemble:
+    """A RewardEnsemble from a reward-model dir, an ensemble dir (with ensemble.json) or a list of dirs."""
+    dirs: list[Path] = []
+    for p in [paths] if isinstance(paths, str | Path) else paths:
+        p = Path(p)
+        if (p / ENSEMBLE_FILE).exists():
+            dirs += [p / m for m in json.loads((p / ENSEMBLE_FILE).read_text())["members"]]
+        else:
+            dirs.append(p)
+    loaded = [load_value_model(d, device) for d in dirs]
+    return RewardEnsemble([m for m, _ in loaded], [t for _, t in loaded])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def load_preference_splits(cfg: PreferenceDataConfig, tokenizer=None, max_length: int | None = None):
+    """(train rows, test rows) of {"prompt", "chosen", "rejected", ["margin"]}."""
+    if cfg.path is None:
+        from rewardloop.envs.reviews import annotator_pairs_from_templates
+
+        rows = annotator_pairs_from_templates(cfg.seed, cfg.reviews_pairs + cfg.test_size, noise=cfg.noise)
+        return rows[cfg.test_size :], rows[: cfg.test_size]
+    from rewardloop.data import load_rows
+
+    rows = load_rows(cfg.path, kind="preference", tokenizer=tokenizer, max_length=max_length)
+    if cfg.test_path:
+        return rows, load_rows(cfg.test_path, kind="preference", tokenizer=tokenizer, max_length=max_length)
+    if len(rows) < 2:
+        raise ValueError(f"{cfg.path}: need at least 2 preference rows to hold out a test split, got {len(rows)}")
+    n_test = min(cfg.test_size, len(rows) // 5 or 1)
+    return rows[:-n_test], rows[-n_test:]
+
+
+def _pair_batch(model: ValueModel, tok, rows: list[dict], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(r_chosen [B], r_rejected [B], margin [B]) with one forward over the 2B sequences."""
+    prompts = [r["prompt"] for r in rows] * 2
+    responses = [r["chosen"] for r in rows] + [r["rejected"] for r in rows]
+    ids, mask = encode_texts(tok, prompts, responses, device)
+    scores = model.score(ids, mask)
+    margin = torch.tensor([float(r.get("margin", 0.0) or 0.0) for r in rows], device=device)
+    return scores[: len(rows)], scores[len(rows) :], margin
+
+
+@torch.no_grad()
+def evaluate_pairs(model: ValueModel, tok, rows: list[dict], batch_size: int = 64) -> dict[str, float]:
+    """Held-out pairwise accuracy, loss and mean margin r_c − r_r."""
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    parts = [_pair_batch(model, tok, rows[i : i + batch_size], device) for i in range(0, len(rows), batch_size)]
+    rc, rr, m = (torch.cat([p[j] for p in parts]) for j in range(3))
+    model.train(was)
+    return {
+        "eval/accuracy": pairwise_accuracy(rc, rr),
+        "eval/loss": float(bradley_terry_loss(rc, rr, m)),
+        "eval/margin": float((rc - rr).mean()),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _train_member(cfg: RewardModelConfig, run: RunDir, k: int, train_rows, test_rows, resume: bool) -> dict[str, Any]:
+    """Train ensemble member ``k`` and save it to final/reward[-k]; returns its final eval metrics."""
+    # 1. Model: backbone from cfg.model (an SFT policy or a preset) + a fresh scalar head.
+    seed_everything(cfg.run.seed + k)
+    lm, tok = load_pretrained(cfg.model)
+    model = ValueModel(lm, kind="reward")
+    device = next(model.parameters()).device
+    rows = [train_rows[i] for i in bootstrap_indices(len(train_rows), cfg.run.seed + k)] if (
+        cfg.ensemble > 1 and cfg.bootstrap
+    ) else train_rows
+    opt, sched = make_optimizer(model.parameters(), cfg.optim, cfg.steps)
+    rng = random.Random(cfg.run.seed + k)
+    step, name = 0, "reward" if cfg.ensemble == 1 else f"reward-{k}"
+    if resume and (ckpt := run.latest_checkpoint()) is not None:
+        state = json.loads((ckpt / "state.json").read_text())
+        if state.get("member") == k:
+            state = run.load_checkpoint(ckpt, {"reward": model}, {"reward": opt})
+            step = state["step"]
+            sched.load_state_dict(state["scheduler"])
+            rng.setstate(_tuple(state["data_rng"]))
+    bar = progress(cfg.steps, step, f"reward {k + 1}/{cfg.ensemble}", cfg.run.progress)
+    order = batches(len(rows), min(cfg.batch_size, len(rows)), rng)
+    model.train()
+    offset = k * cfg.steps  # metrics.jsonl steps keep increasing across members
+    while step < cfg.steps:
+        # 2. Bradley–Terry step on a batch of pairs.
+        rc, rr, margin = _pair_batch(model, tok, [rows[i] for i in next(order)], device)
+        loss = bradley_terry_loss(rc, rr, margin)
+        loss.backward()
+        grad_norm = clip_and_step(model, opt, sched, cfg.optim.max_grad_norm)
+        step += 1
+        row = {"member": k, "train/loss": loss.item(), "train/accuracy": pairwise_accuracy(rc, rr)}
+        row |= {"train/margin": float((rc - rr).mean()), "grad_norm": grad_norm, "lr": sched.get_last_lr()[0]}
+        # 3. Evaluate on held-out pairs, log, checkpoint.
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            row |= evaluate_pairs(model, tok, test_rows)
+        if step % cfg.run.log_every == 0 or "eval/accuracy" in row:
+            row = run.log(offset + step, row)
+        show(bar, row, ("train/loss", "eval/accuracy"))
+        bar.update(1)
+        if cfg.run.save_every and step % cfg.run.save_every == 0 and step < cfg.steps:
+            state = {"member": k, "scheduler": sched.state_dict(), "data_rng": rng.getstate()}
+            run.save_checkpoint(step, {"reward": (model, tok)}, {"reward": opt}, state)
+    bar.close()
+    # 4. Normalisation statistics over the training responses (chosen and rejected), saved with the model.
+    model.eval()
+    sample = train_rows[:1000]
+    scores = score_texts(model, tok, [r["prompt"] for r in sample] * 2, [r["chosen"] for r in sample] + [
+        r["rejected"] for r in sample
+    ])
+    model.stats = {"mean": float(scores.mean()), "std": float(scores.std().clamp(min=1e-6))}
+    final = evaluate_pairs(model, tok, test_rows)
+    model_dir = run.save_final(name, model, tok)
+    return {"model_dir": model_dir, **final, **{f"stats/{k}": v for k, v in model.stats.items()}}
+
+
+def train(cfg: RewardModelConfig, resume: bool = False) -> dict[str, Any]:
+    """Train ``cfg.ensemble`` reward models; returns {"run_dir", "model_dir", "accuracy", "members": [...]}.
+
+    ``model_dir`` is final/reward (one model) or final/ (an ensemble directory with ensemble.json).
+    """
+    run = RunDir.open(cfg.run, "reward", cfg, resume=resume)
+    tok = load_tokenizer(cfg.model)
+    train_rows, test_rows = load_preference_splits(cfg.data, tok, cfg.model.max_length)
+    members = []
+    for k in range(cfg.ensemble):
+        name = "reward" if cfg.ensemble == 1 else f"reward-{k}"
+        done = run.path / "final" / name
+        if resume and (done / "value_head.json").exists():
+            model, mtok = load_value_model(done, cfg.model.device)
+            members.append({"model_dir": done, **evaluate_pairs(model, mtok, test_rows)})
+            continue
+        members.append(_train_member(cfg, run, k, train_rows, test_rows, resume))
+    if cfg.ensemble == 1:
+        model_dir = members[0]["model_dir"]
+    else:
+        model_dir = run.path / "final"
+        names = [Path(m["model_dir"]).name for m in members]
+        (model_dir / ENSEMBLE_FILE).write_text(json.dumps({"members": names}, indent=1))
+    acc = [m["eval/accuracy"] for m in members]
+    summary = {"accuracy": sum(acc) / len(acc), "member_accuracy": acc, "n_train": len(train_rows)}
+    run.log(cfg.ensemble * cfg.steps, {"final/" + k: v for k, v in summary.items() if k != "member_accuracy"})
+    return {"run_dir": run.path, "model_dir": model_dir, **summary, "members": members}
+
+
+def _tuple(x):
+    return tuple(_tuple(i) for i in x) if isinstance(x, list) else x

@@ -1,0 +1,127 @@
+"""The command line: one table of commands → (module, config class, function).
+
+    rewardloop <command> [--config FILE.yaml] [--resume] [key.sub=value ...]
+    rewardloop quickstart | report RUN_DIR | value MODEL_DIR PROMPT... | config <command>
+
+Training commands load their pydantic config (YAML + dotted overrides; errors name the key and value), call
+``train(cfg, resume=...)`` and print the returned summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from rewardloop.config import ConfigError, dump_config, load_config
+
+
+class Command(NamedTuple):
+    module: str
+    config: str
+    fn: str
+    defaults: tuple[str, ...] = ()  # overrides applied before the user's (e.g. rloo = grpo with estimator=rloo)
+    help: str = ""
+
+
+COMMANDS: dict[str, Command] = {
+    "sft": Command("rewardloop.algorithms.sft", "SFTConfig", "train", help="supervised fine-tuning (the baseline)"),
+    "reward": Command(
+        "rewardloop.algorithms.reward_model", "RewardModelConfig", "train", help="train a reward model on preferences"
+    ),
+    "ppo": Command("rewardloop.algorithms.ppo", "PPOConfig", "train", help="PPO actor-critic"),
+    "rlhf": Command("rewardloop.algorithms.rlhf", "RLHFConfig", "train", help="SFT → preferences → RM → PPO → eval"),
+    "grpo": Command("rewardloop.algorithms.grpo", "GRPOConfig", "train", help="GRPO / Dr.GRPO / REINFORCE++"),
+    "rloo": Command(
+        "rewardloop.algorithms.grpo", "GRPOConfig", "train", ("algo.estimator=rloo",), "RLOO (leave-one-out baseline)"
+    ),
+    "dpo": Command("rewardloop.algorithms.dpo", "DPOConfig", "train", help="direct preference optimisation"),
+}
+
+
+def config_class(name: str):
+    cmd = COMMANDS[name]
+    return getattr(importlib.import_module(cmd.module), cmd.config)
+
+
+def _print_result(result: Any) -> None:
+    if isinstance(result, dict):
+        for k, v in result.items():
+            if isinstance(v, dict):
+                v = {kk: vv for kk, vv in v.items() if not isinstance(vv, list)}
+                v = json.dumps(v, default=str)
+            print(f"{k}: {v}")
+    elif result is not None:
+        print(result)
+
+
+def run_command(name: str, config: str | None, overrides: list[str], resume: bool) -> Any:
+    cmd = COMMANDS[name]
+    cls = config_class(name)
+    cfg = load_config(cls, config, list(cmd.defaults) + overrides)
+    fn = getattr(importlib.import_module(cmd.module), cmd.fn)
+    return fn(cfg, resume=resume)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rewardloop", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help)
+        p.add_argument("--config", "-c", help="YAML config (see configs/)")
+        p.add_argument("--resume", action="store_true", help="continue the run in run.root/run.name from its checkpoint")
+        p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=3e-4 model.path=/some/dir")
+    q = sub.add_parser("quickstart", help="tokenizer + tiny model → SFT → PPO on arithmetic, in minutes on a CPU")
+    q.add_argument("overrides", nargs="*", help="dotted overrides of the quickstart config, e.g. sft.steps=200")
+    r = sub.add_parser("report", help="plots + summary table of a run directory")
+    r.add_argument("run_dir")
+    v = sub.add_parser("value", help="score prompts with a trained critic: how well the policy is expected to do")
+    v.add_argument("model_dir", help="a critic saved by ppo (RUN/final/value)")
+    v.add_argument("prompts", nargs="+", help="prompt texts (or @file.txt, one prompt per line)")
+    c = sub.add_parser("config", help="print a command's default config as YAML")
+    c.add_argument("name", choices=sorted(COMMANDS))
+    return parser
+
+
+def _read_prompts(items: list[str]) -> list[str]:
+    prompts = []
+    for item in items:
+        if item.startswith("@"):
+            prompts += [line for line in Path(item[1:]).read_text().splitlines() if line.strip()]
+        else:
+            prompts.append(item)
+    return prompts
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in COMMANDS:
+            _print_result(run_command(args.command, args.config, args.overrides, args.resume))
+        elif args.command == "quickstart":
+            from rewardloop.quickstart import quickstart
+
+            quickstart(args.overrides)
+        elif args.command == "report":
+            from rewardloop.report import report
+
+            print(report(args.run_dir))
+        elif args.command == "value":
+            from rewardloop.algorithms.ppo import score_values
+
+            prompts = _read_prompts(args.prompts)
+            for prompt, value in zip(prompts, score_values(args.model_dir, prompts), strict=True):
+                print(f"{value:+.4f}\t{prompt}")
+        elif args.command == "config":
+            print(dump_config(config_class(args.name)()), end="")
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"rewardloop {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

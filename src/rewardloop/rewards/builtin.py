@@ -1,0 +1,114 @@
+"""Built-in reward functions: plain ``(prompts, completions, **columns) -> list[float]`` (DESIGN.md §3).
+
+Dataset columns arrive as keyword lists aligned with the completions (``answer=[...]``); fixed settings come from a
+``RewardSpec``'s ``kwargs`` (``pattern=...``). Each is registered by name in ``rewards.registry.BUILTIN_REWARDS``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def exact_answer(
+    prompts: list[Any], completions: list[str], *, answer: list[Any], ignore_case: bool = False, **_: Any
+) -> list[float]:
+    """1.0 where the completion equals the ``answer`` column after stripping whitespace (optionally case-blind)."""
+
+    def norm(s: Any) -> str:
+        s = str(s).strip()
+        return s.lower() if ignore_case else s
+
+    return [float(norm(c) == norm(a)) for c, a in zip(completions, answer, strict=True)]
+
+
+def numeric_match(
+    prompts: list[Any], completions: list[str], *, answer: list[Any], tol: float = 1e-6, **_: Any
+) -> list[float]:
+    """1.0 where the last number in the completion equals the numeric ``answer`` within ``tol`` (relative/absolute).
+
+    "The answer is 85." and "85" both match answer "85"; a completion without a number scores 0.
+    """
+    out = []
+    for c, a in zip(completions, answer, strict=True):
+        found = _NUMBER.findall(c.replace(",", ""))
+        if not found:
+            out.append(0.0)
+            continue
+        got, want = float(found[-1]), float(str(a).replace(",", ""))
+        out.append(float(math.isclose(got, want, rel_tol=tol, abs_tol=tol)))
+    return out
+
+
+def regex_format(
+    prompts: list[Any], completions: list[str], *, pattern: str = r"-?\d+", search: bool = False, **_: Any
+) -> list[float]:
+    """1.0 where the stripped completion matches ``pattern`` (``re.fullmatch``; ``search=True``: anywhere)."""
+    rx = re.compile(pattern, re.DOTALL)
+    test = rx.search if search else rx.fullmatch
+    return [float(test(c.strip()) is not None) for c in completions]
+
+
+def length_penalty(
+    prompts: list[Any], completions: list[str], *, max_chars: int = 200, scale: int | None = None, **_: Any
+) -> list[float]:
+    """−min(1, max(0, len − max_chars) / scale) in [−1, 0]: 0 up to ``max_chars`` characters, −1 at
+    ``max_chars + scale`` (default scale = max_chars) and beyond."""
+    scale = scale or max_chars
+    return [-min(1.0, max(0, len(c) - max_chars) / scale) for c in completions]
+
+
+def repetition_penalty(prompts: list[Any], completions: list[str], *, n: int = 3, **_: Any) -> list[float]:
+    """−(share of repeated word n-grams) in [−1, 0]: −(1 − #distinct / #total n-grams); 0 for text under n words."""
+    out = []
+    for c in completions:
+        words = c.split()
+        grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+        out.append(-(1.0 - len(set(grams)) / len(grams)) if grams else 0.0)
+    return out
+
+
+class RewardModelScorer:
+    """RewardFn from a reward-model directory written by ``rewardloop reward`` (a ValueModel: causal-LM trunk +
+    scalar head, loaded with ``models.value_head.load_value_model``): r = head at the last real token of
+    prompt + completion, normalised with the model's stored mean/std when it has them."""
+
+    def __init__(self, path: str | Path, device: str = "auto", batch_size: int = 32, normalize: bool = True) -> None:
+        from rewardloop.models.value_head import load_value_model
+
+        self.path = Path(path)
+        self.model, self.tokenizer = load_value_model(self.path, device)
+        self.batch_size = batch_size
+        stats = getattr(self.model, "stats", None) or {}
+        self.mean = float(stats.get("mean", 0.0)) if normalize else 0.0
+        self.std = float(stats.get("std", 1.0)) if normalize else 1.0
+        self.__name__ = f"reward_model[{self.path.name}]"
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[Any], completions: list[str], **_: Any) -> list[float]:
+        device = next(self.model.parameters()).device
+        eos = self.tokenizer.eos_token or ""
+        texts = [f"{p}{c}{eos}" for p, c in zip(prompts, completions, strict=True)]
+        out: list[float] = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(texts[i : i + self.batch_size], return_tensors="pt", padding=True)
+            scores = self.model.score(enc["input_ids"].to(device), enc["attention_mask"].to(device))  # [b]
+            out += ((scores - self.mean) / max(self.std, 1e-8)).tolist()
+        return out
+
+
+_SCORERS: dict[tuple[str, str], RewardModelScorer] = {}
+
+
+def reward_model(prompts: list[Any], completions: list[str], *, path: str, device: str = "auto", **_: Any) -> list[float]:
+    """Reward-model score (``RewardModelScorer``) of each completion; the model at ``path`` is loaded once, cached."""
+    key = (str(Path(path).resolve()), device)
+    if key not in _SCORERS:
+        _SCORERS[key] = RewardModelScorer(path, device)
+    return _SCORERS[key](prompts, completions)

@@ -1,0 +1,783 @@
+"""Run untrusted generated Python in a contained child process, and score code completions by unit tests.
+
+Every program runs in its own short-lived process tree (backend ``"unshare"``, used wherever it works)::
+
+    host ── unshare: new PID, network, mount, IPC, UTS, cgroup namespaces
+              └─ pid 1: this file's ``_boot`` (sets up mounts, stays privileged, waits)
+                   └─ python -I -S -B main.py   (the program: unprivileged, rlimited, clean environment)
+
+What is contained, and how:
+
+* **CPU time**: RLIMIT_CPU (SIGXCPU at ``cpu_seconds``, SIGKILL a second later).
+* **wall time**: the host kills the process group after ``wall_seconds``; pid 1 also arms an alarm. When pid 1
+  dies the kernel kills every process left in the PID namespace (background children, fork bombs).
+* **memory**: RLIMIT_AS, so large allocations raise MemoryError in the child.
+* **file size**: RLIMIT_FSIZE; the only writable places are small private tmpfs (``/tmp``, ``/var/tmp``, ``/dev/shm``).
+* **process count**: RLIMIT_NPROC, which the kernel ignores for root, so the program never runs as root: a root host
+  gives each concurrent run a fresh unused uid (no groups, no capabilities); a normal user gets a user namespace
+  that maps it to uid 65534, with the capabilities pid 1 needed dropped before the program starts.
+* **network**: the new network namespace holds only a downed loopback, so no connection reaches anything.
+* **filesystem**: in the private mount namespace every other mount is remounted read-only and nosuid; ``/root``,
+  ``/home`` and ``/run`` are hidden behind empty tmpfs (the interpreter's prefix is bound back, read-only).
+* **other processes**: the PID namespace has its own ``/proc``; no host process is visible or can be signalled.
+* **environment**: only PATH, LANG, HOME and TMPDIR; stdin is a pipe carrying the given text, then EOF.
+* **output**: stdout and stderr are read with a cap each (``max_output_bytes``); past it the run is killed.
+
+Backend ``"rlimits-only"`` (``unshare`` missing or not permitted, e.g. unprivileged user namespaces disabled) keeps
+the rlimits, the clean environment, the output cap, the throwaway directory and, when run as root, the uid drop, but
+has no network, PID or filesystem isolation; a warning says so. ``sandbox_backend()`` tells which one is active and
+``REWARDLOOP_SANDBOX_BACKEND`` forces one. Details and limitations: docs/guides/sandbox.md.
+"""
+
+from __future__ import annotations
+
+# Only what the in-sandbox boot needs: this file is also the boot script, started once per program.
+import json
+import math
+import os
+import resource
+import signal
+import sys
+
+BACKENDS = ("unshare", "rlimits-only")
+BACKEND_ENV = "REWARDLOOP_SANDBOX_BACKEND"
+_UID_BASE = 1_500_000_000  # root hosts: uids nobody owns files or processes with; one per concurrent run
+_UID_SLOTS = 64  # concurrent runs per host process (more wait for a free uid)
+_NS_UID = 65534  # the program's uid inside a user namespace (non-root hosts)
+_WORKDIR_NS = "/tmp/work"
+_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm")  # private tmpfs, writable
+_HIDDEN = ("/root", "/home", "/run")  # private empty tmpfs, read-only
+_CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
+_MAX_OPEN_FILES = 256
+
+# mount(2) / prctl(2) constants (linux/mount.h, linux/prctl.h)
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_RELATIME, MS_STRICTATIME = 1024, 2048, 4096, 16384, 1 << 21, 1 << 24
+_KEPT_MOUNT_FLAGS = {"nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME}
+PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 38, 47, 4
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inside the sandbox: `python -I -S -B sandbox.py --boot CONFIG` (pid 1 of the namespaces, or a plain child)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _boot(config_json: str) -> int:
+    """Set up the filesystem, fork the program, wait for it and report its status on the status pipe."""
+    cfg = json.loads(config_json)
+    status_fd = cfg["status_fd"]
+    os.set_inheritable(status_fd, False)
+    try:
+        stdin_data = sys.stdin.buffer.read()
+        with open(os.path.join(cfg["hostdir"], "main.py"), "rb") as f:
+            program = f.read()
+        libc = _libc()
+        workdir = _prepare_workdir(cfg, program, libc)
+    except Exception as e:
+        _report(status_fd, {"setup_error": f"{type(e).__name__}: {e}"})
+        return 125
+    stdin_r, stdin_w = os.pipe()  # a pipe, not a file: the program cannot seek back to text it was not meant to see
+    pid = os.fork()
+    if pid == 0:
+        os.close(stdin_w)
+        _exec_program(cfg, workdir, stdin_r, libc)
+    os.close(stdin_r)
+    _write_stdin(stdin_w, stdin_data)
+
+    def on_alarm(*_: object) -> None:  # the host is gone or late: end the run ourselves
+        # the program's own group when it called setsid; else the host kills the rest of the group
+        _quietly(os.killpg if cfg["isolate"] else os.kill, pid, signal.SIGKILL)
+        os._exit(137)
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(math.ceil(cfg["limits"]["wall_seconds"]) + 2)
+    _, wstatus, usage = os.wait4(pid, 0)
+    signal.alarm(0)
+    cpu_s = usage.ru_utime + usage.ru_stime
+    if os.WIFSIGNALED(wstatus):
+        _report(status_fd, {"kind": "signal", "code": os.WTERMSIG(wstatus), "cpu_s": cpu_s})
+        return 128 + os.WTERMSIG(wstatus)
+    _report(status_fd, {"kind": "exit", "code": os.WEXITSTATUS(wstatus), "cpu_s": cpu_s})
+    return os.WEXITSTATUS(wstatus)
+
+
+def _write_stdin(fd: int, data: bytes) -> None:
+    def write() -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError:  # the program exited without reading it all
+            pass
+        os.close(fd)
+
+    if len(data) <= 4096:  # fits in any pipe buffer: cannot block
+        write()
+    else:
+        import threading
+
+        threading.Thread(target=write, daemon=True).start()
+
+
+def _report(fd: int, status: dict) -> None:
+    _quietly(os.write, fd, json.dumps(status).encode())
+
+
+def _quietly(fn, *args) -> bool:  # contextlib.suppress without importing contextlib here
+    try:
+        fn(*args)
+    except OSError:
+        return False
+    return True
+
+
+def _libc():  # -> ctypes.CDLL
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if sys.platform.startswith("linux"):
+        libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+        libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    return libc
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        import ctypes
+
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _prepare_workdir(cfg: dict, program: bytes, libc) -> str:
+    os.umask(0o022)
+    if cfg["isolate"]:
+        _isolate_filesystem(cfg, libc)
+        workdir = _WORKDIR_NS
+        os.mkdir(workdir, 0o700)
+    else:
+        workdir = cfg["hostdir"]
+    path = os.path.join(workdir, "main.py")
+    with open(path, "wb") as f:
+        f.write(program)
+    if cfg["uid"] is not None:
+        for p in (workdir, path):
+            os.chown(p, cfg["uid"], cfg["uid"])
+    return workdir
+
+
+def _isolate_filesystem(cfg: dict, libc) -> None:
+    """Private tmpfs over the writable and hidden places, the interpreter bound back, everything else read-only."""
+    tmpfs_mb = max(16, 4 * int(cfg["limits"]["file_size_mb"]))
+    exposed = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p in cfg["expose"]]  # before tmpfs hides them
+    for target in _WRITABLE + _HIDDEN:
+        if os.path.isdir(target) and not os.path.islink(target):
+            mode = "1777" if target in _WRITABLE else "755"
+            opts = f"size={tmpfs_mb}m,nr_inodes=4096,mode={mode}".encode()
+            _check(libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, opts), f"tmpfs on {target}")
+    for path, fd in exposed:
+        os.makedirs(path, exist_ok=True)
+        _check(libc.mount(f"/proc/self/fd/{fd}".encode(), path.encode(), None, MS_BIND | MS_REC, None), f"bind {path}")
+        os.close(fd)
+    for mountpoint, options in _mounts():
+        if mountpoint in _WRITABLE or mountpoint == "/proc" or mountpoint.startswith("/proc/"):
+            continue
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID
+        flags |= sum(bit for name, bit in _KEPT_MOUNT_FLAGS.items() if name in options)
+        # keep the atime mode: a user namespace may not change it, and remount defaults to relatime
+        flags |= MS_RELATIME if "relatime" in options else 0 if "noatime" in options else MS_STRICTATIME
+        ret = libc.mount(None, mountpoint.encode(), None, flags, None)
+        if ret != 0 and os.path.exists(mountpoint):  # a mount under a hidden directory is unreachable anyway
+            _check(ret, f"read-only remount of {mountpoint}")
+
+
+def _mounts() -> list[tuple[str, set[str]]]:
+    """(mount point, per-mount options) from /proc/self/mountinfo, in mount order."""
+    mounts = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            head, *escaped = fields[4].split("\\")  # every backslash starts an octal escape (\040 = space)
+            point = head + "".join(chr(int(e[:3], 8)) + e[3:] for e in escaped)
+            mounts.append((point, set(fields[5].split(","))))
+    return mounts
+
+
+def _exec_program(cfg: dict, workdir: str, stdin_fd: int, libc) -> None:
+    """Child after fork: limits, privileges dropped, clean environment, exec. Never returns."""
+    try:
+        if cfg["isolate"]:
+            os.setsid()  # its own process group: killpg(0) inside cannot reach pid 1's group
+        os.dup2(stdin_fd, 0)
+        os.chdir(workdir)
+        os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        _set_rlimits(cfg["limits"], cfg["nproc"])
+        if cfg["uid"] is not None:  # root host: a fresh uid, no supplementary groups; capabilities go with uid 0
+            os.setgroups([])
+            os.setresgid(cfg["uid"], cfg["uid"], cfg["uid"])
+            os.setresuid(cfg["uid"], cfg["uid"], cfg["uid"])
+        if sys.platform.startswith("linux"):
+            # user namespace: the ambient capabilities `unshare --keep-caps` gave pid 1 must not survive exec
+            _check(libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities")
+            _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")  # setuid binaries stay powerless
+        env = {"PATH": _CHILD_PATH, "LANG": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir}
+        os.execve(cfg["python"], [cfg["python"], "-I", "-S", "-B", "main.py"], env)
+    except BaseException as e:
+        _quietly(os.write, 2, f"sandbox: cannot start the program: {e}\n".encode())
+    os._exit(127)
+
+
+def _set_rlimits(limits: dict, nproc: int) -> None:
+    cpu = max(1, math.ceil(limits["cpu_seconds"]))
+    mb = 1 << 20
+    wanted = {
+        resource.RLIMIT_CPU: (cpu, cpu + 1),  # SIGXCPU at the soft limit, SIGKILL at the hard one
+        resource.RLIMIT_AS: (int(limits["memory_mb"] * mb),) * 2,
+        resource.RLIMIT_FSIZE: (int(limits["file_size_mb"] * mb),) * 2,
+        resource.RLIMIT_CORE: (0, 0),
+        resource.RLIMIT_NOFILE: (_MAX_OPEN_FILES, _MAX_OPEN_FILES),
+    }
+    if nproc:
+        wanted[resource.RLIMIT_NPROC] = (nproc, nproc)
+    for res, (soft, hard) in wanted.items():
+        _, hard_now = resource.getrlimit(res)
+        if hard_now != resource.RLIM_INFINITY:  # an unprivileged process can only lower its hard limits
+            soft, hard = min(soft, hard_now), min(hard, hard_now)
+        resource.setrlimit(res, (soft, hard))
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--boot"]:
+    sys.exit(_boot(sys.argv[2]))
+
+# Host side. Imported after the boot entry point above, so the sandboxed process never pays for them.
+import contextlib  # noqa: E402
+import hashlib  # noqa: E402
+import hmac  # noqa: E402
+import logging  # noqa: E402
+import re  # noqa: E402
+import secrets  # noqa: E402
+import selectors  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Iterator, Sequence  # noqa: E402
+from dataclasses import asdict, dataclass  # noqa: E402
+from typing import Any  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself could not be set up (never raised for anything the program does)."""
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Limits for one program. ``cpu_seconds`` is rounded up to whole seconds (RLIMIT_CPU's unit); ``wall_seconds``
+    includes the ~0.1 s of sandbox start-up."""
+
+    cpu_seconds: float = 2
+    wall_seconds: float = 5
+    memory_mb: int = 512
+    file_size_mb: int = 1
+    max_processes: int = 16
+    max_output_bytes: int = 65536
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"SandboxLimits.{name} must be a positive number, got {value!r}")
+
+
+DEFAULT_LIMITS = SandboxLimits()
+
+
+@dataclass
+class SandboxResult:
+    """What one program did. ``returncode`` is -N when signal N ended it (or the sandbox killed it)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    timed_out: bool  # the CPU or wall time limit ended it
+    killed_reason: str | None  # "wall_timeout" | "cpu_time" | "output_limit" | "signal:SIGSEGV" | ... | None
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        """Exited with status 0 by itself."""
+        return self.returncode == 0 and self.killed_reason is None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Backend detection
+# ---------------------------------------------------------------------------------------------------------------
+
+_backend_lock = threading.Lock()
+_backend: str | None = None
+
+
+def sandbox_backend() -> str:
+    """The active backend, ``"unshare"`` or ``"rlimits-only"``, detected (by a trial run) on first use."""
+    global _backend
+    with _backend_lock:
+        if _backend is None:
+            _backend = _detect_backend()
+        return _backend
+
+
+def _detect_backend() -> str:
+    forced = os.environ.get(BACKEND_ENV)
+    if forced:
+        if forced not in BACKENDS:
+            raise ValueError(f"{BACKEND_ENV}={forced!r} is not a sandbox backend; allowed: {list(BACKENDS)}")
+        problem = _probe(forced)
+        if problem:
+            raise SandboxError(f"{BACKEND_ENV}={forced} does not work here: {problem}")
+        logger.info("sandbox backend: %s (forced by %s)", forced, BACKEND_ENV)
+        return forced
+    if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
+        problem = "not Linux" if not sys.platform.startswith("linux") else "no `unshare` on PATH"
+    else:
+        problem = _probe("unshare")
+    if problem is None:
+        who = "as root: uid drop per run" if os.geteuid() == 0 else "user namespace, uid 65534"
+        logger.info("sandbox backend: unshare (pid+net+mount+ipc+uts namespaces, %s)", who)
+        return "unshare"
+    logger.warning(
+        "sandbox backend: rlimits-only (%s): programs get resource limits but NO network, process or filesystem "
+        "isolation; see docs/guides/sandbox.md",
+        problem,
+    )
+    problem = _probe("rlimits-only")
+    if problem:
+        raise SandboxError(f"the sandbox cannot run programs here: {problem}")
+    return "rlimits-only"
+
+
+def _probe(backend: str) -> str | None:
+    try:
+        result = _run("print('ok')", SandboxLimits(wall_seconds=10), "", backend)
+    except (OSError, SandboxError) as e:
+        return str(e)
+    if result.returncode != 0 or result.stdout.strip() != "ok":
+        return f"trial run failed (returncode {result.returncode}): {result.stderr.strip()[-400:]}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Host side: start, feed, read with caps, kill, clean up
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _UidPool:
+    """Distinct uids for concurrent runs on a root host, so RLIMIT_NPROC counts each run's processes alone."""
+
+    def __init__(self, slots: int) -> None:
+        self._free = list(range(slots))
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def uid(self) -> Iterator[int]:
+        with self._cond:
+            while not self._free:
+                self._cond.wait()
+            slot = self._free.pop()
+        try:  # offset by pid so two host processes rarely share a uid
+            yield _UID_BASE + (os.getpid() % 10_000) * _UID_SLOTS + slot
+        finally:
+            with self._cond:
+                self._free.append(slot)
+                self._cond.notify()
+
+
+_UID_POOL = _UidPool(_UID_SLOTS)
+
+
+def run_python(code: str, *, limits: SandboxLimits = DEFAULT_LIMITS, stdin: str = "") -> SandboxResult:
+    """Run ``code`` as a Python program (stdlib only) in the sandbox; return its status and capped output."""
+    return _run(code, limits, stdin, sandbox_backend())
+
+
+def run_many(
+    programs: Sequence[str],
+    *,
+    limits: SandboxLimits = DEFAULT_LIMITS,
+    max_workers: int | None = None,
+    stdins: Sequence[str] | None = None,
+) -> list[SandboxResult]:
+    """Run programs in parallel (threads driving sandboxed processes); results are in the order of ``programs``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if stdins is not None and len(stdins) != len(programs):
+        raise ValueError(f"run_many: {len(stdins)} stdins for {len(programs)} programs")
+    backend = sandbox_backend()
+    inputs = list(stdins) if stdins is not None else [""] * len(programs)
+    workers = max(1, min(max_workers or os.cpu_count() or 1, _UID_SLOTS, len(programs) or 1))
+    with ThreadPoolExecutor(workers, thread_name_prefix="sandbox") as pool:
+        return list(pool.map(lambda p, s: _run(p, limits, s, backend), programs, inputs))
+
+
+def _run(code: str, limits: SandboxLimits, stdin: str, backend: str) -> SandboxResult:
+    isolate, root = backend == "unshare", os.geteuid() == 0
+    start = time.monotonic()
+    with (
+        _UID_POOL.uid() as uid,
+        tempfile.TemporaryDirectory(prefix="rewardloop-sandbox-", ignore_cleanup_errors=True) as hostdir,
+    ):
+        with open(os.path.join(hostdir, "main.py"), "w", encoding="utf-8") as f:
+            f.write(code)
+        status_r, status_w = os.pipe()
+        cfg = _boot_config(hostdir, status_w, limits, isolate=isolate, uid=uid if root else None)
+        prefix = _unshare_prefix(root) if isolate else []
+        argv = [*prefix, sys.executable, "-I", "-S", "-B", os.path.abspath(__file__), "--boot", json.dumps(cfg)]
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(status_w,),
+                start_new_session=True,  # one process group to kill
+                env={"PATH": _CHILD_PATH, "LANG": "C.UTF-8"},
+                cwd=hostdir,
+            )
+        finally:
+            os.close(status_w)
+        try:
+            threading.Thread(target=_feed, args=(proc.stdin, stdin.encode()), daemon=True).start()
+            out, err, status, reason = _collect(proc, status_r, limits, start + limits.wall_seconds)
+        finally:
+            os.close(status_r)
+            _reap(proc, kill_uid=uid if root and not isolate else None)
+    if "setup_error" in status:
+        raise SandboxError(f"sandbox setup failed: {status['setup_error']}")
+    return _result(proc, out, err, status, reason, limits, time.monotonic() - start)
+
+
+def _unshare_prefix(root: bool) -> list[str]:
+    unshare = shutil.which("unshare") or "unshare"
+    namespaces = ["--pid", "--fork", "--kill-child", "--mount-proc", "--net", "--ipc", "--uts", "--cgroup"]
+    # Not root: a user namespace makes the mounts possible; pid 1 keeps capabilities (as uid 65534) until the fork.
+    user = [] if root else ["--user", f"--map-user={_NS_UID}", f"--map-group={_NS_UID}", "--keep-caps"]
+    return [unshare, *user, *namespaces, "--"]
+
+
+def _boot_config(hostdir: str, status_fd: int, limits: SandboxLimits, *, isolate: bool, uid: int | None) -> dict:
+    python, prefixes = _interpreter(uid is not None and not isolate)
+    if uid is not None:
+        nproc = limits.max_processes
+    elif isolate:
+        nproc = limits.max_processes + 1  # pid 1 shares the namespace uid
+    else:
+        nproc = _count_processes(os.getuid()) + limits.max_processes if sys.platform.startswith("linux") else 0
+    hidden = _WRITABLE + _HIDDEN
+    expose = sorted(p for p in prefixes if any(p == h or p.startswith(h + "/") for h in hidden))
+    return {
+        "hostdir": hostdir,
+        "status_fd": status_fd,
+        "isolate": isolate,
+        "uid": uid,
+        "python": python,
+        "expose": [p for p in expose if not any(p.startswith(q + "/") for q in expose)],
+        "nproc": nproc,
+        "limits": asdict(limits),
+    }
+
+
+def _interpreter(needs_world_access: bool) -> tuple[str, set[str]]:
+    """The program's interpreter (the base one behind a venv) and the prefixes it loads from."""
+    python = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+    prefixes = {os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix)}
+    prefixes.add(os.path.dirname(os.path.dirname(python)))
+    if not needs_world_access or all(_world_usable(p) for p in (python, *prefixes)):
+        return python, prefixes
+    # rlimits-only as root: the program's uid may not reach e.g. /root/.pyenv; use a system interpreter instead.
+    for candidate in ("/usr/local/bin/python3", "/usr/bin/python3"):
+        real = os.path.realpath(candidate)
+        if os.path.exists(real) and _world_usable(real) and _world_usable(os.path.dirname(os.path.dirname(real))):
+            return real, {os.path.dirname(os.path.dirname(real))}
+    raise SandboxError(f"no Python interpreter an unprivileged uid can run ({python} is not world-accessible)")
+
+
+def _world_usable(path: str) -> bool:
+    """Every component of ``path`` has the others-execute bit (directories traversable, the file runnable)."""
+    parts = os.path.abspath(path).split("/")
+    return all(os.stat("/".join(parts[:i])).st_mode & 0o001 for i in range(2, len(parts) + 1))
+
+
+def _count_processes(uid: int) -> int:
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                count += os.stat(f"/proc/{entry}").st_uid == uid
+    return count
+
+
+def _feed(pipe: Any, data: bytes) -> None:
+    with contextlib.suppress(OSError):  # the sandbox may exit (or be killed) without reading
+        if data:
+            pipe.write(data)
+        pipe.close()
+
+
+def _collect(
+    proc: subprocess.Popen, status_r: int, limits: SandboxLimits, deadline: float
+) -> tuple[bytes, bytes, dict, str | None]:
+    """Read stdout, stderr and the status pipe until EOF, the deadline or an output cap; kill on the last two."""
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    bufs = {out_fd: bytearray(), err_fd: bytearray(), status_r: bytearray()}
+    caps = {out_fd: limits.max_output_bytes, err_fd: limits.max_output_bytes, status_r: 65536}
+    reason = None
+    with selectors.DefaultSelector() as sel:
+        for fd in bufs:
+            sel.register(fd, selectors.EVENT_READ)
+        while sel.get_map() and reason is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                reason = "wall_timeout"
+                break
+            for key, _ in sel.select(left):
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    sel.unregister(key.fd)
+                    continue
+                buf = bufs[key.fd]
+                buf += chunk
+                if len(buf) > caps[key.fd]:
+                    del buf[caps[key.fd] :]
+                    reason = "output_limit"
+    if reason is None and not _exited(proc.pid, deadline):
+        reason = "wall_timeout"  # pipes closed but the process lingers (rlimits-only: a detached child)
+    if reason is not None:
+        _killpg(proc.pid)
+    try:
+        status = json.loads(bytes(bufs[status_r]) or b"{}")
+    except ValueError:
+        status = {}
+    return bytes(bufs[out_fd]), bytes(bufs[err_fd]), status, reason
+
+
+def _exited(pid: int, deadline: float) -> bool:
+    """Wait (without reaping, so the process group id cannot be reused) until ``pid`` exits or the deadline."""
+    while True:
+        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
+
+
+def _killpg(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _reap(proc: subprocess.Popen, kill_uid: int | None) -> None:
+    """Kill whatever is left of the run's process group (and, rlimits-only as root, of its uid), then reap."""
+    _exited(proc.pid, time.monotonic() + 5)
+    _killpg(proc.pid)
+    if kill_uid is not None:  # detached children (setsid) escaped the group; every process of this uid is ours
+        for _ in range(2):
+            subprocess.run(
+                ["kill", "-s", "KILL", "--", "-1"],
+                user=kill_uid,
+                group=kill_uid,
+                extra_groups=[],
+                env={"PATH": _CHILD_PATH},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=10,
+                check=False,
+            )
+    proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        pipe.close()
+
+
+def _result(
+    proc: subprocess.Popen,
+    out: bytes,
+    err: bytes,
+    status: dict,
+    reason: str | None,
+    limits: SandboxLimits,
+    duration: float,
+) -> SandboxResult:
+    if "kind" in status:
+        code = int(status["code"])
+        returncode = code if status["kind"] == "exit" else -code
+    elif reason is not None or proc.returncode < 0:  # killed before pid 1 could report
+        returncode = proc.returncode if proc.returncode < 0 else -signal.SIGKILL
+    else:
+        tail = err.decode("utf-8", errors="replace").strip()[-400:]
+        raise SandboxError(f"the sandbox exited ({proc.returncode}) without a status: {tail}")
+    if reason is None and returncode < 0:
+        if -returncode == signal.SIGXCPU or status.get("cpu_s", 0) >= math.ceil(limits.cpu_seconds):
+            reason = "cpu_time"
+        else:
+            reason = f"signal:{_signal_name(-returncode)}"
+    return SandboxResult(
+        returncode=returncode,
+        stdout=out.decode("utf-8", errors="replace"),
+        stderr=err.decode("utf-8", errors="replace"),
+        timed_out=reason in ("wall_timeout", "cpu_time"),
+        killed_reason=reason,
+        duration_s=duration,
+    )
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return str(signum)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The `code_tests` reward
+# ---------------------------------------------------------------------------------------------------------------
+
+_RESULT_MARK = "__rewardloop_result__"
+_RESULT_RE = re.compile(rf"{_RESULT_MARK} (\d+)/(\d+) ([0-9a-f]{{64}})")
+_FENCE_RE = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)(?:\n[ \t]*```|\Z)", re.S | re.I)
+
+# Runs setup, then the candidate, then each test in the candidate's namespace, and prints "passed/total" with an
+# HMAC-SHA256 tag keyed by a random key read from stdin before any candidate code runs: printing a valid line needs
+# the key. Everything the count depends on (payload, builtins, hash, write) is bound to locals before the candidate
+# runs, so rebinding names in builtins/__main__ or monkeypatching modules cannot change it; only introspecting the
+# harness's own frame (sys._getframe, ctypes) could. Cheap imports only: it starts once per completion.
+_HARNESS = r"""
+import hashlib, os, sys
+
+
+def _main(payload):
+    setup, code, tests, entry = payload
+    key = sys.stdin.buffer.readline().strip().ljust(64, b"\0")
+    k_in, k_out = bytes(x ^ 0x36 for x in key), bytes(x ^ 0x5C for x in key)  # RFC 2104 inner/outer keys
+    run, comp, hook, exc_info, is_callable = exec, compile, sys.__excepthook__, sys.exc_info, callable
+    sha, write, out, n = hashlib.sha256, os.write, os.dup(1), len(tests)
+    ns = {"__name__": "solution"}
+    ready = True
+    for source, filename in ((setup, "setup.py"), (code, "solution.py")):
+        if ready:
+            try:
+                run(comp(source, filename, "exec"), ns)
+            except BaseException:
+                hook(*exc_info())
+                ready = False
+    if ready and entry is not None and not is_callable(ns.get(entry)):
+        write(2, b"entry point is not defined: " + entry.encode() + b"\n")
+        ready = False
+    passed = 0
+    for test in tests:
+        if ready:
+            try:
+                run(comp(test, "test.py", "exec"), ns)
+                passed += 1
+            except BaseException:
+                hook(*exc_info())
+    score = b"%d/%d" % (passed, n)
+    tag = sha(k_out + sha(k_in + score).digest()).hexdigest().encode()
+    try:
+        sys.stdout.flush()
+    except BaseException:
+        pass
+    write(out, b"\nMARK " + score + b" " + tag + b"\n")
+
+
+_main(PAYLOAD)
+"""
+
+
+def extract_code(completion: str) -> str:
+    """The first fenced ```python block of a completion (else the first untagged fence), or the raw text."""
+    blocks = _FENCE_RE.findall(completion)
+    for tag, body in blocks:
+        if tag:
+            return body
+    return blocks[0][1] if blocks else completion
+
+
+def build_program(prompt: str, completion: str, entry_point: str | None = None) -> str:
+    """The candidate program: the completion's code alone when it defines ``entry_point``, else prompt + code when
+    the prompt is Python (HumanEval style: the completion continues the signature), else the code alone."""
+    code = extract_code(completion)
+    if entry_point and re.search(rf"^\s*(async\s+)?def\s+{re.escape(entry_point)}\s*\(", code, re.M):
+        return code
+    try:
+        compile(prompt, "<prompt>", "exec")
+    except (SyntaxError, ValueError):
+        return code
+    return prompt + ("" if prompt.endswith("\n") else "\n") + code
+
+
+def harness_program(program: str, tests: Sequence[str], *, entry_point: str | None = None, setup: str = "") -> str:
+    """The harness source that runs ``program`` then each test (its stdin must be the HMAC key, one line)."""
+    payload = (setup, program, tuple(str(t) for t in tests), entry_point)  # immutable once unpacked
+    return f"PAYLOAD = {payload!r}\n" + _HARNESS.replace("MARK", _RESULT_MARK)
+
+
+def _score(stdout: str, key: bytes, n_tests: int) -> float:
+    for match in reversed(list(_RESULT_RE.finditer(stdout))):
+        passed, total, tag = int(match[1]), int(match[2]), match[3]
+        expected = hmac.new(key, f"{passed}/{total}".encode(), hashlib.sha256).hexdigest()
+        if hmac.compare_digest(tag, expected) and total == n_tests and passed <= total:
+            return passed / total
+    return 0.0
+
+
+def _text(completion: Any) -> str:
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):  # chat messages
+        return str(completion[-1].get("content", ""))
+    raise ValueError(f"completion must be text or a list of chat messages, got {type(completion).__name__}")
+
+
+def _column(name: str, values: Sequence[Any] | None, n: int) -> list[Any]:
+    if values is None:
+        return [None] * n
+    if len(values) != n:
+        raise ValueError(f"code_tests_reward: column {name!r} has {len(values)} rows, completions have {n}")
+    return list(values)
+
+
+def _tests_row(i: int, row: Any) -> list[str]:
+    if isinstance(row, str) or not hasattr(row, "__iter__"):
+        raise ValueError(f"code_tests_reward: tests[{i}] must be a list of assert strings, got {row!r}")
+    tests = list(row)
+    if not tests or not all(isinstance(t, str) for t in tests):
+        raise ValueError(f"code_tests_reward: tests[{i}] must be a non-empty list of assert strings, got {row!r}")
+    return tests
+
+
+def code_tests_reward(
+    prompts: list[Any],
+    completions: list[Any],
+    *,
+    tests: list[list[str]],
+    entry_point: list[str | None] | None = None,
+    setup: list[str | None] | None = None,
+    limits: SandboxLimits = DEFAULT_LIMITS,
+    **_: Any,
+) -> list[float]:
+    """Fraction of each row's test statements that pass when its completion's code runs in the sandbox.
+
+    The program is the completion's fenced code (or raw text), prefixed with the prompt when the prompt is code and
+    the completion continues it; a syntax error, a crash at import, a missing ``entry_point`` or a timeout scores 0.
+    """
+    n = len(completions)
+    prompts = _column("prompt", prompts, n)
+    rows = [_tests_row(i, row) for i, row in enumerate(_column("tests", tests, n))]
+    entries, setups = _column("entry_point", entry_point, n), _column("setup", setup, n)
+    keys = [secrets.token_hex(32).encode() for _ in range(n)]
+    programs = [
+        harness_program(build_program(_text(p), _text(c), e), t, entry_point=e, setup=s or "")
+        for p, c, t, e, s in zip(prompts, completions, rows, entries, setups, strict=True)
+    ]
+    results = run_many(programs, limits=limits, stdins=[k.decode() + "\n" for k in keys])
+    return [_score(r.stdout, k, len(t)) for r, k, t in zip(results, keys, rows, strict=True)]
