@@ -97,7 +97,7 @@ def test_save_load_roundtrip_and_plain_transformers_backbone(lm_tok, tmp_path):
     # A single model dir loads as a one-member ensemble with normalised scores (r − μ) / σ and std 0.
     ens = load_reward_ensemble(tmp_path / "rm", device="cpu")
     out = ens.score(["1+2="], [" 3"])
-    raw = float(model.score(ids, mask))
+    raw = float(model.score(ids, mask).detach())
     assert out["mean"].item() == pytest.approx((raw - 0.5) / 2.0, abs=1e-5) and out["std"].item() == 0.0
 
 

@@ -451,7 +451,7 @@ def _run(code: str, limits: SandboxLimits, stdin: str, backend: str) -> SandboxR
             out, err, status, reason = _collect(proc, status_r, limits, start + limits.wall_seconds)
         finally:
             os.close(status_r)
-            _reap(proc, kill_uid=uid if root and not isolate else None)
+            _stop(proc, isolate=isolate, kill_uid=uid if root and not isolate else None)
     if "setup_error" in status:
         raise SandboxError(f"sandbox setup failed: {status['setup_error']}")
     return _result(proc, out, err, status, reason, limits, time.monotonic() - start)
@@ -527,7 +527,7 @@ def _feed(pipe: Any, data: bytes) -> None:
 def _collect(
     proc: subprocess.Popen, status_r: int, limits: SandboxLimits, deadline: float
 ) -> tuple[bytes, bytes, dict, str | None]:
-    """Read stdout, stderr and the status pipe until EOF, the deadline or an output cap; kill on the last two."""
+    """Read stdout, stderr and the status pipe until EOF, the deadline or an output cap (the reason to kill)."""
     out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     bufs = {out_fd: bytearray(), err_fd: bytearray(), status_r: bytearray()}
     caps = {out_fd: limits.max_output_bytes, err_fd: limits.max_output_bytes, status_r: 65536}
@@ -552,8 +552,6 @@ def _collect(
                     reason = "output_limit"
     if reason is None and not _exited(proc.pid, deadline):
         reason = "wall_timeout"  # pipes closed but the process lingers (rlimits-only: a detached child)
-    if reason is not None:
-        _killpg(proc.pid)
     try:
         status = json.loads(bytes(bufs[status_r]) or b"{}")
     except ValueError:
@@ -576,14 +574,19 @@ def _killpg(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _reap(proc: subprocess.Popen, kill_uid: int | None) -> None:
-    """Kill whatever is left of the run's process group (and, rlimits-only as root, of its uid), then reap."""
-    _exited(proc.pid, time.monotonic() + 5)
+def _stop(proc: subprocess.Popen, *, isolate: bool, kill_uid: int | None) -> None:
+    """End the run for good, then reap it. With namespaces, killing pid 1 makes the kernel kill every process in
+    them and ``unshare`` exits only once they are all gone, so nothing outlives the run (or holds its uid)."""
+    if isolate and not _exited(proc.pid, time.monotonic()):
+        for pid in _children(proc.pid):  # pid 1 of the namespaces
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _exited(proc.pid, time.monotonic() + 10)
     _killpg(proc.pid)
-    if kill_uid is not None:  # detached children (setsid) escaped the group; every process of this uid is ours
-        for _ in range(2):
+    if kill_uid is not None:  # rlimits-only as root: detached children escaped the group; all of this uid are ours
+        for _ in range(3):
             subprocess.run(
-                ["kill", "-s", "KILL", "--", "-1"],
+                ["kill", "-s", "KILL", "--", "-1"],  # run as the uid: signals exactly its processes
                 user=kill_uid,
                 group=kill_uid,
                 extra_groups=[],
@@ -593,9 +596,20 @@ def _reap(proc: subprocess.Popen, kill_uid: int | None) -> None:
                 timeout=10,
                 check=False,
             )
+            if _count_processes(kill_uid) == 0:
+                break
+            time.sleep(0.05)
     proc.wait()
     for pipe in (proc.stdout, proc.stderr):
         pipe.close()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
 
 
 def _result(

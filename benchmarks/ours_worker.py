@@ -1,0 +1,104 @@
+"""Worker (b, c, e, f): rewardloop's own GRPO or PPO ``train`` on a saved tiny model, timed from its metrics.
+
+Spec: {"algo": "grpo" | "ppo", "model_dir", "steps", "seed", "threads", "out_dir", "lr", "max_new_tokens",
+"eval_every", "eval_size", "eval_tokens", plus GRPO: "prompts_per_step", "group_size", "beta"; PPO: "batch_size",
+"epochs", "kl_coef", "vf_coef", "reward_dir" (a rewardloop reward model; default: the arithmetic exact match)}.
+Step time = the sum of the phase times the algorithm logs (time/*): evaluation, logging and checkpoints are outside.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.common import emit, read_spec, setup_torch
+
+
+def common_sections(spec: dict) -> dict:
+    from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig
+
+    return {
+        "model": ModelConfig(path=spec["model_dir"], device="cpu", max_length=512),
+        "gen": GenerationConfig(max_new_tokens=spec["max_new_tokens"], temperature=1.0),
+        "eval_gen": GenerationConfig(max_new_tokens=spec.get("eval_tokens", 8), temperature=0.0),
+        "optim": OptimConfig(lr=spec["lr"], betas=(0.9, 0.95), weight_decay=0.0, max_grad_norm=1.0),
+        "run": RunConfig(root=spec["out_dir"], seed=spec["seed"], progress=False, name=spec.get("name")),
+        "steps": spec["steps"],
+        "eval_every": spec.get("eval_every") or spec["steps"],
+        "eval_size": spec.get("eval_size", 1),
+    }
+
+
+def run_grpo(spec: dict) -> dict:
+    from rewardloop.algorithms.grpo import GRPOConfig, train
+
+    cfg = GRPOConfig(
+        **common_sections(spec),
+        prompts_per_step=spec["prompts_per_step"],
+        group_size=spec["group_size"],
+        kl_coef=spec["beta"],
+        loss_agg="token-mean",
+        n_samples=0,
+    )
+    return train(cfg)
+
+
+def run_ppo(spec: dict) -> dict:
+    from rewardloop.algorithms.ppo import PPOConfig, RewardSourceConfig, train
+
+    reward = RewardSourceConfig(model=spec["reward_dir"]) if spec.get("reward_dir") else RewardSourceConfig()
+    B = spec["batch_size"]
+    cfg = PPOConfig(
+        **common_sections(spec),
+        reward=reward,
+        critic_optim=common_sections(spec)["optim"],
+        critic="separate",
+        batch_size=B,
+        mini_batch_size=B,
+        micro_batch_size=B,
+        epochs=spec["epochs"],
+        kl_coef=spec["kl_coef"],
+        vf_coef=spec["vf_coef"],
+        sample_k=0,
+    )
+    return train(cfg)
+
+
+def phase_times(rows: list[dict]) -> dict[str, list[float]]:
+    """{phase: [seconds per step]} from the logged ``time/<phase>`` metrics."""
+    phases: dict[str, list[float]] = {}
+    for r in rows:
+        for k, v in r.items():
+            if k.startswith("time/"):
+                phases.setdefault(k.removeprefix("time/"), []).append(v)
+    return phases
+
+
+def main() -> None:
+    spec = read_spec()
+    setup_torch(spec.get("threads"), spec["seed"])
+    result = run_grpo(spec) if spec["algo"] == "grpo" else run_ppo(spec)
+    rows = [json.loads(line) for line in (Path(result["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if r["step"] > 0 and any(k.startswith("time/") for k in r)]
+    phases = phase_times(steps)
+    step_seconds = [sum(r[k] for k in r if k.startswith("time/")) for r in steps]
+    curve, elapsed = [], 0.0
+    by_step = dict(zip([r["step"] for r in steps], step_seconds, strict=True))
+    for r in rows:
+        elapsed += by_step.get(r["step"], 0.0) if r["step"] > 0 else 0.0
+        if "eval/accuracy" in r:
+            curve.append({"step": r["step"], "train_seconds": elapsed, "accuracy": r["eval/accuracy"]})
+    rewards = [r.get("reward/mean") for r in steps]
+    emit(
+        {
+            "step_seconds": step_seconds,
+            "phases": phases,
+            "rewards": rewards,
+            "response_tokens": [r.get("response_length", r.get("response/length")) for r in steps],
+            "curve": curve,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

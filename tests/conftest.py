@@ -1,0 +1,63 @@
+"""Shared fixtures: the built-in tokenizer and tiny models with varied ("trained-ish") weights.
+
+Session-scoped objects are shared by every test: never train or mutate them in place — copy first
+(``copy.deepcopy(model)``) or use the ``tiny_model`` factory, which builds a fresh model each call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+
+from rewardloop.models import build_tokenizer, preset_config
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> PreTrainedTokenizerFast:
+    """The project's byte-level BPE tokenizer (``build_tokenizer()``: pad=0, bos=1, eos=2; digits are single tokens).
+
+    Shared: do not add tokens or change its attributes.
+    """
+    return build_tokenizer()
+
+
+def _perturb_(model: PreTrainedModel, seed: int, scale: float) -> PreTrainedModel:
+    """Add seeded Gaussian noise to every weight so greedy outputs vary (random init repeats one token)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * scale)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tokenizer) -> Callable[..., PreTrainedModel]:
+    """Factory ``tiny_model(preset="llama-1m", seed=0, scale=0.5)`` → a fresh preset model in eval mode.
+
+    The weights are the preset's init plus seeded noise of std ``scale``, so different prompts give different,
+    non-degenerate greedy continuations. Every call builds a new model: the caller may train or mutate it.
+    """
+
+    def make(preset: str = "llama-1m", seed: int = 0, scale: float = 0.5) -> PreTrainedModel:
+        config = preset_config(
+            preset,
+            vocab_size=len(tokenizer),
+            max_length=128,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
+        return _perturb_(model, seed, scale).eval()
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_model) -> PreTrainedModel:
+    """A shared llama-1m (eval mode, perturbed weights, seed 0) for read-only use: generation, scoring."""
+    return tiny_model("llama-1m")
