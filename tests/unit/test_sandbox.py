@@ -6,6 +6,7 @@ child not being the test's own user skip when rlimits-only runs as non-root (see
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
@@ -14,7 +15,9 @@ import sys
 
 import pytest
 
+from rewardloop.rewards import sandbox
 from rewardloop.rewards.sandbox import (
+    BACKEND_ENV,
     BACKENDS,
     SandboxLimits,
     build_program,
@@ -58,6 +61,18 @@ def test_backend_is_detected_and_limits_are_validated():
         SandboxLimits(cpu_seconds=0)
     with pytest.raises(ValueError, match="memory_mb"):
         SandboxLimits(memory_mb=-1)
+
+
+def test_falls_back_to_rlimits_only_with_a_warning_when_unshare_fails(monkeypatch, caplog):
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(sandbox, "_unshare_prefix", lambda root: ["/bin/false", "--"])  # as if unshare were refused
+    with caplog.at_level(logging.WARNING, logger=sandbox.__name__):
+        assert sandbox._detect_backend() == "rlimits-only"
+    assert "NO network, process or filesystem isolation" in caplog.text
+    monkeypatch.setenv(BACKEND_ENV, "docker")
+    with pytest.raises(ValueError, match="allowed"):
+        sandbox._detect_backend()
 
 
 def test_infinite_loop_is_stopped_by_the_cpu_limit():

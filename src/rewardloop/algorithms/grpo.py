@@ -37,8 +37,14 @@ from rewardloop.algorithms.common import (
 from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section
 from rewardloop.envs.tasks import TaskConfig, load_task
 from rewardloop.models import count_parameters, load_pretrained
-from rewardloop.ops import aggregate_loss, clipped_policy_loss, discounted_returns, kl_estimate, masked_mean
-from rewardloop.ops import masked_whiten
+from rewardloop.ops import (
+    aggregate_loss,
+    clipped_policy_loss,
+    discounted_returns,
+    kl_estimate,
+    masked_mean,
+    masked_whiten,
+)
 from rewardloop.rewards.composite import RewardSpec, build_rewards
 from rewardloop.rewards.scoring import OnError, with_timeout
 from rewardloop.rollout import batched_logprobs, sequence_logprobs
@@ -411,7 +417,9 @@ def train(cfg: GRPOConfig, resume: bool = False) -> dict[str, Any]:
             run.save_checkpoint(step, {"policy": (model, tokenizer)}, {"policy": opt}, state, {"sample": generator})
     bar.close()
     final = [r for r in run.metrics() if "eval/accuracy" in r][-1]
-    model_dir = run.save_final("policy", model, tokenizer, lora_save=cfg.model.lora.save if cfg.model.lora else "merged")
+    model_dir = run.save_final(
+        "policy", model, tokenizer, lora_save=cfg.model.lora.save if cfg.model.lora else "merged"
+    )
     return {"run_dir": run.path, "model_dir": model_dir, "initial": history.get("initial"), "final": final}
 
 

@@ -39,6 +39,7 @@ class PreferenceDataConfig(Section):
     test_path: str | None = Field(None, description="held-out pairs; default: the last `test_size` rows of `path`")
     reviews_pairs: int = Field(2000, ge=2, description="without `path`: pairs from the reviews simulated annotator")
     noise: float = Field(0.1, ge=0.0, le=0.5, description="simulated annotator label-flip probability")
+    test_noise: float = Field(0.0, ge=0.0, le=0.5, description="label noise of the held-out annotator pairs")
     seed: int = 0
     test_size: int = Field(200, ge=1)
 
@@ -157,8 +158,9 @@ def load_preference_splits(cfg: PreferenceDataConfig, tokenizer=None, max_length
     if cfg.path is None:
         from rewardloop.envs.reviews import annotator_pairs_from_templates
 
-        rows = annotator_pairs_from_templates(cfg.seed, cfg.reviews_pairs + cfg.test_size, noise=cfg.noise)
-        return rows[cfg.test_size :], rows[: cfg.test_size]
+        # Held-out pairs come from their own seed, labelled by the gold (noise-free by default) annotator.
+        train = annotator_pairs_from_templates(cfg.seed, cfg.reviews_pairs, noise=cfg.noise)
+        return train, annotator_pairs_from_templates(cfg.seed + 7919, cfg.test_size, noise=cfg.test_noise)
     from rewardloop.data import load_rows
 
     rows = load_rows(cfg.path, kind="preference", tokenizer=tokenizer, max_length=max_length)

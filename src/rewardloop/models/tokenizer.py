@@ -31,9 +31,10 @@ def default_corpus() -> list[str]:
     except ImportError:
         pass
     try:
-        from rewardloop.envs.code import code_problems
+        from rewardloop.envs.code import make_code_splits
 
-        corpus += [p["prompt"] + p["completion"] for p in code_problems()]
+        train, test = make_code_splits()
+        corpus += [r["prompt"] + r["completion"] for r in train + test]
     except ImportError:
         pass
     return corpus

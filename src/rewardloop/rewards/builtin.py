@@ -106,7 +106,9 @@ class RewardModelScorer:
 _SCORERS: dict[tuple[str, str], RewardModelScorer] = {}
 
 
-def reward_model(prompts: list[Any], completions: list[str], *, path: str, device: str = "auto", **_: Any) -> list[float]:
+def reward_model(
+    prompts: list[Any], completions: list[str], *, path: str, device: str = "auto", **_: Any
+) -> list[float]:
     """Reward-model score (``RewardModelScorer``) of each completion; the model at ``path`` is loaded once, cached."""
     key = (str(Path(path).resolve()), device)
     if key not in _SCORERS:

@@ -429,11 +429,11 @@ def _run(code: str, limits: SandboxLimits, stdin: str, backend: str) -> SandboxR
     ):
         with open(os.path.join(hostdir, "main.py"), "w", encoding="utf-8") as f:
             f.write(code)
-        status_r, status_w = os.pipe()
-        cfg = _boot_config(hostdir, status_w, limits, isolate=isolate, uid=uid if root else None)
-        prefix = _unshare_prefix(root) if isolate else []
-        argv = [*prefix, sys.executable, "-I", "-S", "-B", os.path.abspath(__file__), "--boot", json.dumps(cfg)]
+        status_r, status_w = os.pipe()  # pid 1 reports how the program ended; the program cannot write to it
         try:
+            cfg = _boot_config(hostdir, status_w, limits, isolate=isolate, uid=uid if root else None)
+            prefix = _unshare_prefix(root) if isolate else []
+            argv = [*prefix, sys.executable, "-I", "-S", "-B", os.path.abspath(__file__), "--boot", json.dumps(cfg)]
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.PIPE,
@@ -444,6 +444,9 @@ def _run(code: str, limits: SandboxLimits, stdin: str, backend: str) -> SandboxR
                 env={"PATH": _CHILD_PATH, "LANG": "C.UTF-8"},
                 cwd=hostdir,
             )
+        except BaseException:
+            os.close(status_r)
+            raise
         finally:
             os.close(status_w)
         try:
@@ -510,7 +513,7 @@ def _world_usable(path: str) -> bool:
 
 def _count_processes(uid: int) -> int:
     count = 0
-    for entry in os.listdir("/proc"):
+    for entry in _proc_entries():
         if entry.isdigit():
             with contextlib.suppress(OSError):
                 count += os.stat(f"/proc/{entry}").st_uid == uid
@@ -583,6 +586,10 @@ def _stop(proc: subprocess.Popen, *, isolate: bool, kill_uid: int | None) -> Non
                 os.kill(pid, signal.SIGKILL)
         _exited(proc.pid, time.monotonic() + 10)
     _killpg(proc.pid)
+    deadline = time.monotonic() + 5
+    while not isolate and _group_alive(proc.pid) and time.monotonic() < deadline:  # wait until SIGKILL took effect
+        time.sleep(0.02)
+        _killpg(proc.pid)
     if kill_uid is not None:  # rlimits-only as root: detached children escaped the group; all of this uid are ours
         for _ in range(3):
             subprocess.run(
@@ -602,6 +609,24 @@ def _stop(proc: subprocess.Popen, *, isolate: bool, kill_uid: int | None) -> Non
     proc.wait()
     for pipe in (proc.stdout, proc.stderr):
         pipe.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` other than its (zombie) leader is still running."""
+    for entry in _proc_entries():
+        if entry.isdigit() and int(entry) != pgid:
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as f:
+                    state, _ppid, pgrp = f.read().rsplit(")", 1)[1].split()[:3]
+            except (OSError, ValueError):
+                continue
+            if int(pgrp) == pgid and state != "Z":
+                return True
+    return False
+
+
+def _proc_entries() -> list[str]:
+    return os.listdir("/proc") if os.path.isdir("/proc") else []  # no /proc (macOS): skip these checks
 
 
 def _children(pid: int) -> list[int]:

@@ -1,0 +1,318 @@
+"""`make bench`: run every benchmark section in worker processes, print JSON, rewrite docs/benchmarks.md.
+
+    python -m benchmarks.run_all [--quick | --smoke] [--only a,b,c,d,e,f] [--no-docs] [--out DIR] [--threads N]
+
+Sections: a generation vs model.generate · b GRPO vs TRL GRPOTrainer · c PPO vs TRL 1.12 PPOTrainer · d roofline
+and MFU · e learning per second · f scaling. TRL sides run only when their virtual environment exists
+(`bash benchmarks/setup_trl_envs.sh`); otherwise the table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import machine_info, parse_result
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+VENVS = {"main": Path(sys.executable), "trl": BENCH / ".venv-trl/bin/python", "trl112": BENCH / ".venv-trl112/bin/python"}
+SECTIONS = "abcdef"
+
+# Sizes per mode. "full" is the documented run (≈20 min on 2 cores); "quick" a few minutes; "smoke" one step each.
+MODES: dict[str, dict[str, Any]] = {
+    "full": {
+        "gen": {"model": "qwen2-4m", "batch_sizes": [1, 16, 64], "new_tokens": 64, "repeats": 3},
+        "grpo": {"sizes": ["qwen2-4m", "qwen2-30m"], "N": 8, "G": 8, "L": 32, "steps": 3},
+        "ppo": {"size": "qwen2-4m", "B": 16, "L": 32, "epochs": 4, "updates": 3},
+        "roof": {"sizes": [256, 512, 1024, 2048], "seconds": 1.0},
+        "learn": {"size": "qwen2-1m", "sft_steps": 300, "N": 8, "G": 8, "steps": 20, "eval_every": 5, "eval_size": 100,
+                  "seeds": [0, 1, 2]},
+        "scale": {"sizes": ["qwen2-1m", "qwen2-4m", "qwen2-10m", "qwen2-30m"], "lengths": [32, 64, 128, 256],
+                  "groups": [4, 8, 16, 32], "N": 2, "steps": 2},
+    },
+    "quick": {
+        "gen": {"model": "qwen2-4m", "batch_sizes": [1, 16], "new_tokens": 32, "repeats": 1},
+        "grpo": {"sizes": ["qwen2-4m"], "N": 4, "G": 4, "L": 16, "steps": 2},
+        "ppo": {"size": "qwen2-1m", "B": 16, "L": 16, "epochs": 2, "updates": 2},
+        "roof": {"sizes": [512, 1024], "seconds": 0.5},
+        "learn": {"size": "qwen2-1m", "sft_steps": 150, "N": 4, "G": 4, "steps": 6, "eval_every": 3, "eval_size": 50,
+                  "seeds": [0]},
+        "scale": {"sizes": ["qwen2-1m", "qwen2-4m"], "lengths": [16, 32], "groups": [4, 8], "N": 2, "steps": 1},
+    },
+    "smoke": {
+        "gen": {"model": "qwen2-1m", "batch_sizes": [2], "new_tokens": 4, "repeats": 1},
+        "grpo": {"sizes": ["qwen2-1m"], "N": 2, "G": 2, "L": 4, "steps": 1},
+        "ppo": {"size": "qwen2-1m", "B": 8, "L": 4, "epochs": 1, "updates": 1},
+        "roof": {"sizes": [128], "seconds": 0.05},
+        "learn": {"size": "qwen2-1m", "sft_steps": 2, "N": 2, "G": 2, "steps": 1, "eval_every": 1, "eval_size": 4,
+                  "seeds": [0]},
+        "scale": {"sizes": ["qwen2-1m"], "lengths": [4], "groups": [2], "N": 2, "steps": 1},
+    },
+}
+LR, BETA, KL_COEF, VF_COEF = 1e-5, 0.04, 0.05, 0.1
+LEARN_LR = 3e-4
+
+
+class Runner:
+    """Runs workers as subprocesses (one per measurement, so peak RSS is that side's alone)."""
+
+    def __init__(self, out: Path, threads: int, timeout: float, verbose: bool) -> None:
+        self.out, self.threads, self.timeout, self.verbose = out, threads, timeout, verbose
+        self.models = out / "models"
+
+    def have(self, venv: str) -> bool:
+        return VENVS[venv].exists() and (VENVS[venv].parent.parent / ".installed").exists() if venv != "main" else True
+
+    def worker(self, module: str, spec: dict[str, Any], venv: str = "main") -> dict[str, Any]:
+        """Run ``python -m benchmarks.<module> <spec>`` in ``venv``; its result, or {"error": ...}."""
+        spec = {"threads": self.threads, **spec}
+        cmd = [str(VENVS[venv]), "-m", f"benchmarks.{module}", json.dumps(spec)]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(self.threads)}
+        t0 = time.perf_counter()
+        if self.verbose:
+            print(f"[bench] {venv}: {module} {json.dumps(spec)[:160]}", file=sys.stderr, flush=True)
+        try:
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {self.timeout:.0f} s"}
+        result = parse_result(proc.stdout)
+        if proc.returncode != 0 or result is None:
+            return {"error": f"exit {proc.returncode}: {(proc.stderr or proc.stdout)[-1500:]}"}
+        result["wall_seconds"] = time.perf_counter() - t0
+        return result
+
+    def model_dir(self, preset: str) -> Path:
+        from benchmarks.models import build_model_dir
+
+        return build_model_dir(preset, self.models)
+
+    def data_file(self) -> Path:
+        """Arithmetic train/test rows (the `arithmetic` task's own split) for the TRL workers."""
+        path = self.out / "arithmetic.json"
+        if not path.exists():
+            from rewardloop.envs.tasks import TaskConfig, load_task
+
+            task = load_task(TaskConfig())
+            pick = lambda rows: [{"prompt": r["prompt"], "answer": r["answer"]} for r in rows]  # noqa: E731
+            path.write_text(json.dumps({"train": pick(task.train), "test": pick(task.test)}))
+        return path
+
+
+def steady(xs: list[float]) -> float:
+    """Median of the per-step times after the first (warm-up) step; the only step when there is one."""
+    return statistics.median(xs[1:] if len(xs) > 1 else xs)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Sections
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def section_a(r: Runner, m: dict) -> dict:
+    g = m["gen"]
+    spec = {"model_dir": str(r.model_dir(g["model"])), "batch_sizes": g["batch_sizes"], "prompt_len": 16,
+            "new_tokens": g["new_tokens"], "repeats": g["repeats"], "seed": 0}
+    return {"model": g["model"], **r.worker("gen_worker", spec)}
+
+
+def grpo_spec(r: Runner, preset: str, N: int, G: int, L: int, steps: int, **extra) -> dict:
+    return {"model_dir": str(r.model_dir(preset)), "data": str(r.data_file()), "prompts_per_step": N, "group_size": G,
+            "max_new_tokens": L, "beta": BETA, "lr": LR, "steps": steps, "seed": 0, "eval_tokens": 8,
+            "out_dir": str(r.out / "runs"), **extra}
+
+
+def summarize_steps(res: dict, per_step: int, key: str = "step_seconds") -> dict:
+    if "error" in res or "skipped" in res:
+        return res
+    s = steady(res[key])
+    return {**res, "seconds_per_step": s, "items_per_s": per_step / s}
+
+
+def section_b(r: Runner, m: dict) -> dict:
+    g, out = m["grpo"], {}
+    for preset in g["sizes"]:
+        spec = grpo_spec(r, preset, g["N"], g["G"], g["L"], g["steps"])
+        ours = summarize_steps(r.worker("ours_worker", {"algo": "grpo", **spec}), g["N"] * g["G"])
+        if r.have("trl"):
+            trl = summarize_steps(r.worker("trl_grpo_worker", spec, "trl"), g["N"] * g["G"])
+        else:
+            trl = {"skipped": "benchmarks/.venv-trl missing: run `bash benchmarks/setup_trl_envs.sh trl`"}
+        out[preset] = {"ours": ours, "trl": trl, "N": g["N"], "G": g["G"], "L": g["L"], "steps": g["steps"]}
+    return out
+
+
+def section_c(r: Runner, m: dict) -> dict:
+    from benchmarks.models import build_rewardloop_reward_dir, build_score_model_dir
+
+    p = m["ppo"]
+    policy = r.model_dir(p["size"])
+    value = build_score_model_dir(policy, r.models, f"{p['size']}-value", seed=1)
+    reward = build_score_model_dir(policy, r.models, f"{p['size']}-reward", seed=2)
+    reward_rl = build_rewardloop_reward_dir(reward, r.models, f"{p['size']}-reward-rl")
+    common = {"batch_size": p["B"], "max_new_tokens": p["L"], "epochs": p["epochs"], "kl_coef": KL_COEF,
+              "vf_coef": VF_COEF, "lr": LR, "seed": 0, "out_dir": str(r.out / "runs")}
+    ours = r.worker("ours_worker", {"algo": "ppo", "model_dir": str(policy), "reward_dir": str(reward_rl),
+                                    "steps": p["updates"], **common})
+    ours = summarize_steps(ours, p["B"])
+    if r.have("trl112"):
+        spec = {"policy_dir": str(policy), "value_dir": str(value), "reward_dir": str(reward), "data": str(r.data_file()),
+                "updates": p["updates"], **common}
+        trl = summarize_steps(r.worker("trl_ppo_worker", spec, "trl112"), p["B"], "update_seconds")
+    else:
+        trl = {"skipped": "benchmarks/.venv-trl112 missing: run `bash benchmarks/setup_trl_envs.sh trl112`"}
+    return {"model": p["size"], "B": p["B"], "L": p["L"], "epochs": p["epochs"], "updates": p["updates"],
+            "ours": ours, "trl": trl}
+
+
+def section_d(r: Runner, m: dict, results: dict) -> dict:
+    from benchmarks.flops import grpo_phase_flops, mfu, ppo_phase_flops
+    from benchmarks.models import count_params
+
+    roof = r.worker("roofline_worker", {"sizes": m["roof"]["sizes"], "seconds": m["roof"]["seconds"]})
+    if "error" in roof:
+        return {"roofline": roof}
+    peak = roof["fp32"]["peak_gflops"]
+    phases: dict[str, Any] = {}
+    prompt_len = 7.0  # arithmetic prompts: BOS + up to 2+1+2 digits/operator + "=" (measured mean ≈ 6.9 tokens)
+    for preset, b in (results.get("b") or {}).items():
+        ours = b.get("ours") if isinstance(b, dict) else None
+        if not ours or "phases" not in ours:
+            continue
+        n = count_params(r.model_dir(preset))
+        resp = statistics.mean(ours["response_tokens"])
+        flops = grpo_phase_flops(n, b["N"] * b["G"], prompt_len, resp, with_ref=BETA > 0)
+        secs = {k: steady(v) for k, v in ours["phases"].items()}
+        phases[f"grpo {preset}"] = mfu(flops, secs, peak)
+    c = results.get("c")
+    if c and "phases" in c["ours"]:
+        n = count_params(r.model_dir(c["model"]))
+        resp = statistics.mean(c["ours"]["response_tokens"])
+        flops = ppo_phase_flops(n, c["B"], prompt_len, resp, c["epochs"])
+        secs = {k: steady(v) for k, v in c["ours"]["phases"].items()}
+        phases[f"ppo {c['model']}"] = mfu(flops, secs, peak)
+    a = results.get("a")
+    if a and "rows" in a:
+        for row in a["rows"]:
+            g = 2 * a["params"] * row["ours"]["tokens_per_s"] / 1e9
+            phases[f"generation {a['model']} batch {row['batch']}"] = {
+                "decode": {"gflops": g, "mfu": g / peak, "seconds": row["ours"]["seconds"]}
+            }
+    return {"roofline": roof, "peak_fp32_gflops": peak, "mfu": phases}
+
+
+def section_e(r: Runner, m: dict) -> dict:
+    lm = m["learn"]
+    base = sft_base(r, lm["size"], lm["sft_steps"])
+    common = {"model_dir": str(base), "data": str(r.data_file()), "prompts_per_step": lm["N"], "group_size": lm["G"],
+              "max_new_tokens": 8, "beta": BETA, "lr": LEARN_LR, "steps": lm["steps"], "eval_every": lm["eval_every"],
+              "eval_size": lm["eval_size"], "eval_tokens": 8, "out_dir": str(r.out / "runs")}
+    curves: dict[str, list] = {"rewardloop GRPO": [], "rewardloop PPO": [], "TRL GRPO": []}
+    for seed in lm["seeds"]:
+        spec = {**common, "seed": seed}
+        curves["rewardloop GRPO"].append(r.worker("ours_worker", {"algo": "grpo", **spec}))
+        ppo = {**spec, "algo": "ppo", "batch_size": lm["N"] * lm["G"], "epochs": 1, "kl_coef": BETA, "vf_coef": VF_COEF}
+        curves["rewardloop PPO"].append(r.worker("ours_worker", ppo))
+        if r.have("trl"):
+            curves["TRL GRPO"].append(r.worker("trl_grpo_worker", spec, "trl"))
+    if not curves["TRL GRPO"]:
+        curves["TRL GRPO"] = [{"skipped": "benchmarks/.venv-trl missing"}]
+    return {"base": str(base), "hyper": {k: v for k, v in common.items() if k not in ("data", "out_dir")},
+            "curves": {k: [c.get("curve", c) for c in v] for k, v in curves.items()}}
+
+
+def sft_base(r: Runner, preset: str, steps: int) -> Path:
+    """A partly trained arithmetic model (our SFT) that RL then improves: the start of every learning curve."""
+    target = r.models / f"{preset}-sft{steps}"
+    if (target / "config.json").exists():
+        return target
+    from rewardloop.algorithms.sft import SFTConfig, train
+    from rewardloop.config import ModelConfig, RunConfig
+    from rewardloop.models import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = SFTConfig(model=ModelConfig(path=str(r.model_dir(preset)), device="cpu"), steps=steps, eval_every=steps,
+                    eval_size=50, run=RunConfig(root=str(r.out / "runs"), progress=False))
+    res = train(cfg)
+    d = Path(res["model_dir"])
+    save_model(AutoModelForCausalLM.from_pretrained(d), AutoTokenizer.from_pretrained(d), target)
+    return target
+
+
+def section_f(r: Runner, m: dict) -> dict:
+    s = m["scale"]
+    points = []
+    grid = [("size", p, {"preset": p, "G": 8, "L": 32}) for p in s["sizes"]]
+    grid += [("length", L, {"preset": "qwen2-4m" if "qwen2-4m" in s["sizes"] else s["sizes"][0], "G": 8, "L": L})
+             for L in s["lengths"]]
+    grid += [("group", G, {"preset": "qwen2-4m" if "qwen2-4m" in s["sizes"] else s["sizes"][0], "G": G, "L": 32})
+             for G in s["groups"]]
+    for axis, value, p in grid:
+        spec = grpo_spec(r, p["preset"], s["N"], p["G"], p["L"], s["steps"])
+        res = r.worker("ours_worker", {"algo": "grpo", **spec})
+        row = {"axis": axis, "value": value, "preset": p["preset"], "G": p["G"], "L": p["L"], "N": s["N"]}
+        if "error" in res:
+            points.append({**row, "error": res["error"]})
+            continue
+        row |= {"seconds_per_step": steady(res["step_seconds"]),
+                "phases": {k: steady(v) for k, v in res["phases"].items()}, "peak_rss_mb": res["peak_rss_mb"]}
+        points.append(row)
+    return {"points": points}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="smaller sizes / fewer steps (a few minutes)")
+    mode.add_argument("--smoke", action="store_true", help="one step of everything (CI)")
+    ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections to run, e.g. a,d")
+    ap.add_argument("--out", default=str(BENCH / "out"), help="work directory (models, runs, results.json)")
+    ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads for every worker")
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per worker process")
+    ap.add_argument("-q", "--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    bad = [s for s in only if s not in SECTIONS]
+    if bad:
+        ap.error(f"--only: unknown section(s) {bad}; allowed: {','.join(SECTIONS)}")
+    mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    runner = Runner(out, args.threads, args.timeout, not args.quiet)
+    command = "python -m benchmarks.run_all " + " ".join(argv if argv is not None else sys.argv[1:])
+    results: dict[str, Any] = {"command": command.strip(), "mode": mode_name,
+                               "machine": machine_info() | {"torch_threads": args.threads},
+                               "date": time.strftime("%Y-%m-%d %H:%M %Z")}
+    m = MODES[mode_name]
+    sections = {"a": section_a, "b": section_b, "c": section_c, "e": section_e, "f": section_f}
+    for key in sorted(only, key=lambda s: "abcfed".index(s)):  # d last: it reads the phase times of a, b and c
+        t0, load0 = time.perf_counter(), os.getloadavg()[0]
+        res = section_d(runner, m, results) if key == "d" else sections[key](runner, m)
+        results[key] = res if isinstance(res, dict) else {"value": res}
+        results[key]["_meta"] = {"seconds": round(time.perf_counter() - t0, 1),
+                                 "load_avg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+        if not args.quiet:
+            print(f"[bench] section {key} done in {results[key]['_meta']['seconds']} s", file=sys.stderr, flush=True)
+    from benchmarks.report import targets, write_docs
+
+    results["targets"] = targets(results)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    if not args.no_docs:
+        write_docs(results, ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "benchmarks")
+    print(json.dumps(results, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,326 @@
+"""Direct Preference Optimisation: learn from (prompt, chosen, rejected) pairs without a reward model or sampling.
+
+With h = [log π_θ(y_w|x) − log π_ref(y_w|x)] − [log π_θ(y_l|x) − log π_ref(y_l|x)] (sequence log-probs, summed over
+completion tokens):
+
+    sigmoid (DPO, Rafailov et al. 2023, eq. 7):   L = −log σ(β h)
+    label smoothing ε (conservative DPO, cDPO):   L = −(1−ε) log σ(β h) − ε log σ(−β h)
+    ipo (Azar et al. 2023, eq. 17):                L = (h − 1/(2β))²
+
+The implicit rewards β·(log π_θ − log π_ref) of chosen and rejected give the logged reward accuracy and margin.
+π_ref is the starting model; its log-probs are computed once before training (the reference model is then freed).
+Data: a preference file (``pairs:``, TRL columns prompt/chosen/rejected) or, for the ``reviews`` task, pairs from
+the simulated annotator (two samples of the starting policy per prompt, or template reviews vs degraded copies).
+Evaluation on ``reviews``: the gold annotator's win rate of the policy's samples over the starting model's.
+See docs/algorithms/dpo.md.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from rewardloop.algorithms.common import batches, clip_and_step, make_optimizer, progress, seed_everything, show
+from rewardloop.algorithms.sft import IGNORE, collate, tokenize_row
+from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section
+from rewardloop.envs.tasks import TaskConfig, load_task
+from rewardloop.models import count_parameters, load_pretrained
+from rewardloop.ops import logprobs_from_logits
+from rewardloop.rollout import generate
+from rewardloop.runs import RunDir
+
+
+class DPOConfig(Section):
+    """DPO / IPO / cDPO. ``pairs`` (a preference file) or, with ``task.name: reviews``, annotator pairs."""
+
+    model: ModelConfig = ModelConfig()
+    task: TaskConfig = TaskConfig(name="reviews")
+    optim: OptimConfig = OptimConfig(lr=1e-4)
+    gen: GenerationConfig = Field(
+        GenerationConfig(max_new_tokens=40, temperature=1.0, stop=["\n"]),
+        description="sampling for annotator pairs and for the win-rate evaluation",
+    )
+    run: RunConfig = RunConfig()
+    loss: Literal["sigmoid", "ipo"] = "sigmoid"
+    beta: float = Field(0.1, gt=0.0, description="β: strength of the implicit KL to the reference")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="ε of conservative DPO (sigmoid loss only)")
+    pairs: str | None = Field(None, description="preference file (JSONL/JSON/Parquet/hf:) with prompt/chosen/rejected")
+    test_pairs: str | None = Field(None, description="held-out preference file (default: a split of `pairs`)")
+    pairs_source: Literal["policy", "templates"] = Field(
+        "policy", description="reviews without `pairs`: annotate two samples of the start policy, or template pairs"
+    )
+    n_pairs: int = Field(1024, ge=2, description="annotator pairs to draw (reviews)")
+    annotator_noise: float = Field(0.1, ge=0.0, le=1.0)
+    steps: int = Field(200, ge=1)
+    batch_size: int = Field(32, ge=1, description="pairs per step")
+    eval_every: int = Field(50, ge=1)
+    eval_size: int = Field(200, ge=1, description="prompts for the win-rate evaluation")
+
+    @model_validator(mode="after")
+    def _check(self) -> DPOConfig:
+        if self.label_smoothing > 0 and self.loss != "sigmoid":
+            raise ValueError(f"label_smoothing={self.label_smoothing} applies to loss 'sigmoid', not {self.loss!r}")
+        if self.pairs is None and self.task.name != "reviews":
+            raise ValueError("dpo needs `pairs` (a preference file) unless task.name is 'reviews' (annotator pairs)")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Losses (pure). All inputs [B] sequence log-probs summed over completion tokens.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def preference_logits(pi_c: torch.Tensor, pi_r: torch.Tensor, ref_c: torch.Tensor, ref_r: torch.Tensor) -> torch.Tensor:
+    """h = (log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l)): [B]."""
+    return (pi_c - ref_c) - (pi_r - ref_r)
+
+
+def sigmoid_loss(h: torch.Tensor, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """DPO −log σ(βh); with ε > 0 the conservative (label-smoothed) mix −(1−ε) log σ(βh) − ε log σ(−βh). [B]."""
+    return -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+
+
+def ipo_loss(h: torch.Tensor, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """IPO (h − 1/(2β))²: regresses the log-ratio gap to a finite target instead of pushing it to ∞. [B]."""
+    return (h - 1.0 / (2.0 * beta)) ** 2
+
+
+DPO_LOSSES: dict[str, Callable[[torch.Tensor, float, float], torch.Tensor]] = {
+    "sigmoid": sigmoid_loss,
+    "ipo": ipo_loss,
+}
+
+
+def implicit_rewards(pi: torch.Tensor, ref: torch.Tensor, beta: float) -> torch.Tensor:
+    """r̂(x, y) = β (log π(y|x) − log π_ref(y|x)): [B]."""
+    return beta * (pi - ref)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data: pairs → tokens → sequence log-probs.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def encode_pairs(tokenizer, rows: list[dict[str, Any]], max_length: int) -> list[tuple[tuple, tuple]]:
+    """Per pair: ((ids, labels) of prompt+chosen, (ids, labels) of prompt+rejected); prompt tokens labelled −100."""
+    out = []
+    for i, row in enumerate(rows):
+        try:
+            c = tokenize_row(tokenizer, {"prompt": row["prompt"], "completion": row["chosen"]}, max_length)
+            r = tokenize_row(tokenizer, {"prompt": row["prompt"], "completion": row["rejected"]}, max_length)
+        except ValueError as e:
+            raise ValueError(f"preference pair {i}: {e}") from None
+        out.append((c, r))
+    return out
+
+
+def completion_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Σ_t log π(y_t | x, y_<t) over labelled (completion) tokens of a right-padded batch: [B]."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]  # [B, L-1, V]
+    labels = batch["labels"][:, 1:]  # position j predicts token j+1
+    mask = labels != IGNORE
+    logp = logprobs_from_logits(logits, labels.clamp(min=0))  # [B, L-1]
+    return (logp * mask).sum(1)
+
+
+def pair_logps(model, encoded: list[tuple[tuple, tuple]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen [B], rejected [B]) log-probs from one forward over the 2B sequences."""
+    batch = collate([c for c, _ in encoded] + [r for _, r in encoded], pad_id, device)
+    logps = completion_logps(model, batch)
+    return logps[: len(encoded)], logps[len(encoded) :]
+
+
+@torch.no_grad()
+def reference_logps(model, encoded, pad_id: int, device, batch_size: int = 64) -> torch.Tensor:
+    """π_ref log-probs of every pair, computed once: [N, 2] (chosen, rejected)."""
+    model.eval()
+    out = []
+    for i in range(0, len(encoded), batch_size):
+        c, r = pair_logps(model, encoded[i : i + batch_size], pad_id, device)
+        out.append(torch.stack([c, r], 1))
+    return torch.cat(out).cpu()
+
+
+def sample_texts(model, tokenizer, prompts: list[str], gen: GenerationConfig, seed: int, batch_size: int = 64):
+    """One sampled completion per prompt (seeded, so two models can be compared on the same randomness)."""
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    texts = []
+    for i in range(0, len(prompts), batch_size):
+        texts += generate(model, tokenizer, prompts[i : i + batch_size], gen, generator=generator).responses
+    model.train(was_training)
+    return texts
+
+
+def annotator_pairs(model, tokenizer, prompts: list[str], cfg: DPOConfig, n: int) -> list[dict[str, Any]]:
+    """Reviews: two samples of the starting policy per prompt, labelled by the noisy simulated annotator."""
+    from rewardloop.envs.reviews import SimulatedAnnotator
+
+    annotator = SimulatedAnnotator(noise=cfg.annotator_noise, seed=cfg.run.seed)
+    rows: list[dict[str, Any]] = []
+    for round_ in range(8):  # identical samples are skipped by the annotator; a few rounds fill n_pairs
+        a = sample_texts(model, tokenizer, prompts, cfg.gen, seed=cfg.run.seed + 2 * round_ + 1)
+        b = sample_texts(model, tokenizer, prompts, cfg.gen, seed=cfg.run.seed + 2 * round_ + 2)
+        rows += annotator.preference_pairs(prompts, a, b)
+        if len(rows) >= n:
+            break
+    return rows[:n]
+
+
+def load_pairs(cfg: DPOConfig, model, tokenizer, task) -> tuple[list[dict], list[dict]]:
+    """(train pairs, held-out pairs) from the file(s) or the reviews annotator."""
+    if cfg.pairs is not None:
+        from rewardloop.data import load_rows
+
+        rows = load_rows(cfg.pairs, kind="preference", tokenizer=tokenizer, max_length=cfg.model.max_length)
+        if cfg.test_pairs:
+            test = load_rows(cfg.test_pairs, kind="preference", tokenizer=tokenizer, max_length=cfg.model.max_length)
+            return rows, test
+        n_test = max(1, min(len(rows) // 10, 200))
+        if len(rows) - n_test < 1:
+            raise ValueError(f"{cfg.pairs}: need at least 2 preference rows, got {len(rows)}")
+        return rows[:-n_test], rows[-n_test:]
+    n_test = max(2, cfg.n_pairs // 8)
+    if cfg.pairs_source == "templates":
+        from rewardloop.envs.reviews import annotator_pairs_from_templates
+
+        rows = annotator_pairs_from_templates(cfg.run.seed, cfg.n_pairs + n_test, noise=cfg.annotator_noise)
+    else:
+        prompts = [r["prompt"] for r in task.train]
+        rng = random.Random(cfg.run.seed)
+        prompts = [rng.choice(prompts) for _ in range(cfg.n_pairs + n_test)]
+        rows = annotator_pairs(model, tokenizer, prompts, cfg, cfg.n_pairs + n_test)
+    if len(rows) < 2 * n_test:
+        raise ValueError(f"the annotator produced only {len(rows)} pairs (asked {cfg.n_pairs}); raise gen.temperature")
+    return rows[:-n_test], rows[-n_test:]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loop.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def dpo_step(model, encoded, ref: torch.Tensor, pad_id: int, device, cfg: DPOConfig) -> tuple[torch.Tensor, dict]:
+    """Loss and metrics on one batch of pairs; ``ref`` [B, 2] precomputed reference log-probs."""
+    pi_c, pi_r = pair_logps(model, encoded, pad_id, device)
+    ref_c, ref_r = ref[:, 0].to(device), ref[:, 1].to(device)
+    h = preference_logits(pi_c, pi_r, ref_c, ref_r)
+    loss = DPO_LOSSES[cfg.loss](h, cfg.beta, cfg.label_smoothing).mean()
+    r_c, r_r = implicit_rewards(pi_c, ref_c, cfg.beta).detach(), implicit_rewards(pi_r, ref_r, cfg.beta).detach()
+    return loss, {
+        "rewards/chosen": r_c.mean().item(),
+        "rewards/rejected": r_r.mean().item(),
+        "rewards/accuracy": (r_c > r_r).float().mean().item(),
+        "rewards/margin": (r_c - r_r).mean().item(),
+        "logps/chosen": pi_c.detach().mean().item(),
+        "logps/rejected": pi_r.detach().mean().item(),
+    }
+
+
+@torch.no_grad()
+def heldout_metrics(model, encoded, ref: torch.Tensor, pad_id: int, device, cfg: DPOConfig) -> dict[str, float]:
+    """Loss, implicit-reward accuracy and margin on held-out pairs."""
+    was_training = model.training
+    model.eval()
+    rows = []
+    for i in range(0, len(encoded), 64):
+        loss, s = dpo_step(model, encoded[i : i + 64], ref[i : i + 64], pad_id, device, cfg)
+        rows.append((len(encoded[i : i + 64]), {"loss": loss.item(), **s}))
+    model.train(was_training)
+    n = sum(k for k, _ in rows)
+    keys = ("loss", "rewards/accuracy", "rewards/margin")
+    return {f"eval/{k}": sum(w * s[k] for w, s in rows) / n for k in keys}
+
+
+def train(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
+    """Run DPO; returns {"run_dir", "model_dir", "initial", "final"} (final has eval/win_rate on reviews)."""
+    # 0. Set-up: seed, run directory, policy, task.
+    seed_everything(cfg.run.seed)
+    run = RunDir.open(cfg.run, "dpo", cfg, resume=resume)
+    model, tokenizer = load_pretrained(cfg.model)
+    device, pad_id = next(model.parameters()).device, tokenizer.pad_token_id
+    task = load_task(cfg.task, kind="prompt", tokenizer=tokenizer, max_length=cfg.model.max_length)
+    eval_prompts = [r["prompt"] for r in task.test][: cfg.eval_size]
+    gold = cfg.task.name == "reviews"
+
+    # 1. Once, with the starting model (= π_ref): pairs, reference log-probs, baseline samples. Saved for --resume.
+    cache = run.path / "dpo_data.pt"
+    if resume and cache.exists():
+        data = torch.load(cache, weights_only=False)
+    else:
+        train_pairs, test_pairs = load_pairs(cfg, model, tokenizer, task)
+        enc_train = encode_pairs(tokenizer, train_pairs, cfg.model.max_length)
+        enc_test = encode_pairs(tokenizer, test_pairs, cfg.model.max_length)
+        data = {
+            "train_pairs": train_pairs,
+            "test_pairs": test_pairs,
+            "ref_train": reference_logps(model, enc_train, pad_id, device),
+            "ref_test": reference_logps(model, enc_test, pad_id, device),
+            "baseline": sample_texts(model, tokenizer, eval_prompts, cfg.gen, cfg.run.seed + 10_000),
+        }
+        torch.save(data, cache)
+        with open(run.path / "pairs.jsonl", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in train_pairs)
+    enc_train = encode_pairs(tokenizer, data["train_pairs"], cfg.model.max_length)
+    enc_test = encode_pairs(tokenizer, data["test_pairs"], cfg.model.max_length)
+
+    opt, sched = make_optimizer(model.parameters(), cfg.optim, cfg.steps)
+    rng = random.Random(cfg.run.seed)
+    step, history = 0, {}
+    if resume and (ckpt := run.latest_checkpoint()) is not None:
+        state = run.load_checkpoint(ckpt, {"policy": model}, {"policy": opt})
+        step, history = state["step"], state.get("history", {})
+        sched.load_state_dict(state["scheduler"])
+        rng.setstate(_tuple(state["data_rng"]))
+
+    def evaluate() -> dict[str, float]:
+        out = heldout_metrics(model, enc_test, data["ref_test"], pad_id, device, cfg)
+        if gold:
+            from rewardloop.envs.reviews import SimulatedAnnotator, gold_win_rate
+
+            texts = sample_texts(model, tokenizer, eval_prompts, cfg.gen, cfg.run.seed + 10_000)
+            out["eval/win_rate"] = gold_win_rate(SimulatedAnnotator(0.0), eval_prompts, texts, data["baseline"])
+            out["eval/gold_reward"] = sum(task.reward_fn(eval_prompts, texts)) / len(texts)
+        return out
+
+    if step == 0:
+        history["initial"] = run.log(0, evaluate() | {"params": count_parameters(model), "pairs": len(enc_train)})
+    bar = progress(cfg.steps, step, "dpo", cfg.run.progress)
+    order = batches(len(enc_train), min(cfg.batch_size, len(enc_train)), rng)
+    model.train()
+    while step < cfg.steps:
+        # 2. One step on a batch of pairs.
+        idx = next(order)
+        loss, row = dpo_step(model, [enc_train[i] for i in idx], data["ref_train"][idx], pad_id, device, cfg)
+        loss.backward()
+        row |= {"loss": loss.item(), "grad_norm": clip_and_step(model, opt, sched, cfg.optim.max_grad_norm)}
+        row["lr"] = sched.get_last_lr()[0]
+        step += 1
+        # 3. Evaluate, log, checkpoint.
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            row |= evaluate()
+        if step % cfg.run.log_every == 0 or "eval/loss" in row:
+            row = run.log(step, row)
+        show(bar, row, ("loss", "rewards/accuracy", "eval/win_rate"))
+        bar.update(1)
+        if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.steps:
+            state = {"scheduler": sched.state_dict(), "data_rng": rng.getstate(), "history": history}
+            run.save_checkpoint(step, {"policy": (model, tokenizer)}, {"policy": opt}, state)
+    bar.close()
+    final = [r for r in run.metrics() if "eval/loss" in r][-1]
+    model_dir = run.save_final(
+        "policy", model, tokenizer, lora_save=cfg.model.lora.save if cfg.model.lora else "merged"
+    )
+    return {"run_dir": run.path, "model_dir": model_dir, "initial": history.get("initial"), "final": final}
+
+
+def _tuple(x):
+    """JSON turns tuples into lists; random.setstate needs the tuples back."""
+    return tuple(_tuple(i) for i in x) if isinstance(x, list) else x

@@ -1,0 +1,210 @@
+"""PPO end to end on tiny models: both critic modes, resume, reward failures (skip/zero/abort), environments,
+the critic artifact, and (slow) learning on `arithmetic` from an SFT model."""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+
+import pytest
+import torch
+
+from rewardloop.algorithms.ppo import PPOConfig, RewardSourceConfig, score_values, train, value_command
+from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig
+from rewardloop.envs.tasks import TaskConfig
+from rewardloop.rewards.scoring import RewardError
+from rewardloop.rollout.env_collect import collect_env
+
+LOGGED = [
+    "reward/mean", "reward/std", "kl", "kl_coef", "entropy", "loss/policy", "loss/value", "clipfrac/policy",
+    "approx_kl", "explained_variance", "advantages/mean", "advantages/std", "response/length", "tokens_per_s",
+    "time/generate", "time/score", "time/reference", "time/value", "time/train",
+]  # fmt: skip
+
+
+def tiny_cfg(tmp_path, name: str, **kw) -> PPOConfig:
+    base = dict(
+        model=ModelConfig(preset="llama-1m", device="cpu", max_length=32),
+        task=TaskConfig(name="arithmetic", n_train=64, n_test=8),
+        gen=GenerationConfig(max_new_tokens=4, temperature=1.0),
+        eval_gen=GenerationConfig(max_new_tokens=4, temperature=0.0),
+        optim=OptimConfig(lr=1e-3),
+        run=RunConfig(root=str(tmp_path), name=name, progress=False),
+        steps=2,
+        batch_size=8,
+        mini_batch_size=4,
+        micro_batch_size=2,
+        epochs=2,
+        eval_every=2,
+        eval_size=8,
+    )
+    base.update(kw)
+    return PPOConfig(**base)
+
+
+def rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("critic", ["shared", "separate"])
+def test_ppo_runs_logs_and_saves_critic(tmp_path, critic):
+    # A reward that depends on the text, so advantages are non-zero: answer length in characters.
+    plugin = tmp_path / "rew.py"
+    plugin.write_text("def length(prompts, completions, **_):\n    return [len(c) / 4 for c in completions]\n")
+    cfg = tiny_cfg(tmp_path, critic, critic=critic, reward=RewardSourceConfig(functions=[f"{plugin}:length"]))
+    res = train(cfg)
+    metrics = rows(res["run_dir"])
+    last = metrics[-1]
+    for key in LOGGED:
+        assert key in last and last[key] is not None, key
+    assert last["step"] == 2 and last["ppo/epochs"] >= 1
+    assert last["debug/sampler_logprob_diff"] < 1e-3  # the sampler's log-probs match the training forward
+    samples = [json.loads(x) for x in (res["run_dir"] / "samples.jsonl").read_text().splitlines()]
+    assert {s["rank"] for s in samples} >= {"best", "worst"} and "components" in samples[0]
+    # The policy moved away from the reference.
+    assert metrics[-1]["kl"] != 0.0
+    # The critic is an artifact: V(prompt) for any prompt.
+    values = score_values(res["value_dir"], ["1+2=", "33+44=", "5+5="], device="cpu")
+    assert len(values) == 3 and all(math.isfinite(v) for v in values)
+    assert value_command(res["value_dir"], ["1+2="])[0]["value"] == pytest.approx(values[0], abs=1e-5)
+
+
+def test_resume_mid_run_continues_identically(tmp_path):
+    full = train(tiny_cfg(tmp_path, "full", steps=4, run=RunConfig(root=str(tmp_path), name="full", save_every=2,
+                                                                     progress=False)))  # fmt: skip
+    part_cfg = tiny_cfg(tmp_path, "part", steps=2, run=RunConfig(root=str(tmp_path), name="part", save_every=2,
+                                                                   progress=False))  # fmt: skip
+    train(part_cfg)
+    resumed = train(part_cfg.model_copy(update={"steps": 4}), resume=True)
+    a = {r["step"]: r for r in rows(full["run_dir"]) if r["step"] > 2 and "loss/policy" in r}
+    b = {r["step"]: r for r in rows(resumed["run_dir"]) if r["step"] > 2 and "loss/policy" in r}
+    assert sorted(a) == sorted(b) == [3, 4]
+    for step in (3, 4):
+        for key in ("reward/mean", "loss/policy", "loss/value", "kl", "approx_kl", "response/length"):
+            assert a[step][key] == pytest.approx(b[step][key], rel=1e-4, abs=1e-6), (step, key)
+    from safetensors.torch import load_file
+
+    wa = load_file(full["model_dir"] / "model.safetensors")
+    wb = load_file(resumed["model_dir"] / "model.safetensors")
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+
+
+NAN_REWARD = textwrap.dedent(
+    """
+    def flaky(prompts, completions, **_):
+        # NaN for one sample (prompts sorted: the first one in the batch), a raise for 'boom' prompts.
+        return [float("nan") if i == 0 else float(len(c)) for i, c in enumerate(completions)]
+    """
+)
+
+
+@pytest.mark.parametrize("on_error", ["skip", "zero", "abort"])
+def test_reward_nan_is_reported_and_handled(tmp_path, on_error, caplog):
+    plugin = tmp_path / "flaky.py"
+    plugin.write_text(NAN_REWARD)
+    cfg = tiny_cfg(tmp_path, on_error, steps=1, reward=RewardSourceConfig(functions=[f"{plugin}:flaky"],
+                                                                          on_error=on_error))  # fmt: skip
+    if on_error == "abort":
+        with pytest.raises(RewardError, match="sample 0"):
+            train(cfg)
+        return
+    res = train(cfg)
+    last = rows(res["run_dir"])[-1]
+    assert last["reward_errors"] >= 1
+    assert last["valid_fraction"] == (pytest.approx(7 / 8) if on_error == "skip" else 1.0)
+    for key in ("loss/policy", "loss/value", "loss/total", "reward/mean", "advantages/std", "grad_norm"):
+        assert last[key] is not None and math.isfinite(last[key]), key  # None = NaN in metrics.jsonl
+    errors = [json.loads(x) for x in (res["run_dir"] / "samples.jsonl").read_text().splitlines()]
+    errors = [e for e in errors if e["rank"] == "error"]
+    assert errors and "NaN" in errors[0]["error"] and errors[0]["prompt"].endswith("=")
+    assert "failed on sample 0" in caplog.text
+
+
+class CountingEnv:
+    """Two-turn toy environment: turn 1 rewards any answer 0.5, turn 2 rewards a short one 1.0."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.turn = 0
+
+    def reset(self, *, seed=None):
+        self.turn = 0
+        return "1+1="
+
+    def step(self, action: str):
+        self.turn += 1
+        if self.turn == 1:
+            return " again:", 0.5, False, {}
+        return None, float(len(action) <= 2), True, {}
+
+
+def make_env(seed: int = 0) -> CountingEnv:
+    return CountingEnv(seed)
+
+
+def test_multi_turn_env_collect_masks_and_rewards():
+    from rewardloop.models import load_pretrained
+
+    torch.manual_seed(0)
+    model, tok = load_pretrained(ModelConfig(preset="llama-1m", device="cpu", max_length=64))
+    gen = GenerationConfig(max_new_tokens=3, temperature=1.0)
+    ro = collect_env(model, tok, [CountingEnv(), CountingEnv()], gen, max_turns=2)
+    env_ids = tok(" again:", add_special_tokens=False)["input_ids"]
+    for b in range(2):
+        am, rm = ro.extras["action_mask"][b], ro.response_mask[b]
+        n1 = len(tok(ro.extras["turns"][b][0], add_special_tokens=False)["input_ids"])
+        assert len(ro.extras["turns"][b]) == 2
+        # action, then the env's observation tokens (attended, not trained), then the second action
+        assert am[: int(rm.sum())].tolist().count(0) == len(env_ids)
+        assert ro.response_ids[b, am.tolist().index(0) : am.tolist().index(0) + len(env_ids)].tolist() == env_ids
+        assert n1 >= 1 and ro.extras["token_rewards"][b].sum().item() == pytest.approx(ro.rewards[b].item())
+        assert ro.extras["token_rewards"][b, am.tolist().index(0) - 1].item() == 0.5  # on turn 1's last token
+
+
+def test_ppo_with_environment(tmp_path):
+    cfg = tiny_cfg(tmp_path, "env", reward=RewardSourceConfig(env=f"{__name__}:make_env", max_turns=2))
+    res = train(cfg)
+    last = rows(res["run_dir"])[-1]
+    assert last["reward/mean"] >= 0.5 and math.isfinite(last["loss/policy"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Slow: learning on arithmetic from an SFT model
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sft_model(tmp_path_factory):
+    from rewardloop.algorithms.sft import SFTConfig
+    from rewardloop.algorithms.sft import train as sft_train
+
+    root = tmp_path_factory.mktemp("sft")
+    cfg = SFTConfig(
+        model=ModelConfig(preset="llama-1m", device="cpu", max_length=32),
+        task=TaskConfig(name="arithmetic"),
+        steps=1000,
+        eval_every=1000,
+        run=RunConfig(root=str(root), name="sft", progress=False),
+    )
+    return sft_train(cfg)["model_dir"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("critic", ["separate", "shared"])
+def test_ppo_raises_arithmetic_accuracy(tmp_path, sft_model, critic):
+    cfg = arithmetic_ppo_config(str(sft_model), critic=critic, root=str(tmp_path))
+    res = train(cfg)
+    before, after = res["initial"]["eval/accuracy"], res["final"]["eval/accuracy"]
+    print(f"critic={critic}: accuracy {before:.3f} -> {after:.3f}")
+    assert after >= before + 0.08
+    assert res["final"]["kl"] < 1.0
+
+
+def arithmetic_ppo_config(model_dir: str, critic: str, root: str) -> PPOConfig:
+    from rewardloop.config import load_config
+
+    return load_config(
+        PPOConfig,
+        "configs/ppo/arithmetic.yaml",
+        [f"model.path={model_dir}", f"critic={critic}", f"run.root={root}", "run.name=ppo", "run.progress=false"],
+    )
