@@ -85,7 +85,9 @@ def read_spec() -> dict[str, Any]:
 
 def emit(result: dict[str, Any]) -> None:
     """Print the worker's result as one marked JSON line (the orchestrator ignores everything else on stdout)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     result.setdefault("peak_rss_mb", round(peak_rss_mb(), 1))
+    result.setdefault("cpu_seconds", round(usage.ru_utime + usage.ru_stime, 2))  # whole process, load included
     print(RESULT_MARK + json.dumps(result), flush=True)
 
 

@@ -42,25 +42,48 @@ def targets(res: dict) -> list[dict]:
     """The issue's targets as {target, value, threshold, met} rows (value None when not measurable in this run)."""
     rows = []
     a16 = [r for r in _get(res, "a", "rows", default=[]) if r["batch"] == 16 and "speedup" in r]
-    rows.append({"target": "generation tokens/s vs model.generate, batch 16", "threshold": 3.0,
-                 "value": a16[0]["speedup"] if a16 else None})
+    rows.append(
+        {
+            "target": "generation tokens/s vs model.generate, batch 16",
+            "threshold": 3.0,
+            "value": a16[0]["speedup"] if a16 else None,
+        }
+    )
     for preset, b in (_get(res, "b") or {}).items():
         if not isinstance(b, dict) or "ours" not in b:
             continue
         o, t = b["ours"].get("items_per_s"), b["trl"].get("items_per_s")
-        rows.append({"target": f"GRPO completions/s vs TRL ({preset})", "threshold": 2.0,
-                     "value": o / t if o and t else None})
+        rows.append(
+            {"target": f"GRPO completions/s vs TRL ({preset})", "threshold": 2.0, "value": o / t if o and t else None}
+        )
         mo, mt = b["ours"].get("peak_rss_mb"), b["trl"].get("peak_rss_mb")
-        rows.append({"target": f"GRPO peak RSS / TRL's ({preset}), lower is better", "threshold": 1.0,
-                     "value": mo / mt if mo and mt else None, "lower": True})
+        rows.append(
+            {
+                "target": f"GRPO peak RSS / TRL's ({preset}), lower is better",
+                "threshold": 1.0,
+                "value": mo / mt if mo and mt else None,
+                "lower": True,
+            }
+        )
     c = _get(res, "c")
     if isinstance(c, dict) and "ours" in c:
         o, t = c["ours"].get("seconds_per_step"), c["trl"].get("seconds_per_step")
-        rows.append({"target": f"PPO updates/s vs TRL 1.12 ({c['model']})", "threshold": 3.0,
-                     "value": t / o if o and t else None})
+        rows.append(
+            {
+                "target": f"PPO updates/s vs TRL 1.12 ({c['model']})",
+                "threshold": 3.0,
+                "value": t / o if o and t else None,
+            }
+        )
         mo, mt = c["ours"].get("peak_rss_mb"), c["trl"].get("peak_rss_mb")
-        rows.append({"target": "PPO peak RSS / TRL's, lower is better", "threshold": 1.0,
-                     "value": mo / mt if mo and mt else None, "lower": True})
+        rows.append(
+            {
+                "target": "PPO peak RSS / TRL's, lower is better",
+                "threshold": 1.0,
+                "value": mo / mt if mo and mt else None,
+                "lower": True,
+            }
+        )
     for name, phases in (_get(res, "d", "mfu") or {}).items():
         if name.startswith("grpo") and "30m" in name and "update" in phases:
             rows.append({"target": f"train-phase MFU, {name}", "threshold": 0.5, "value": phases["update"]["mfu"]})
@@ -91,11 +114,21 @@ def block_a(res: dict) -> str:
     a = res["a"]
     if "rows" not in a:
         return f"Not measured: {_why(a)}\n"
-    rows = [[r["batch"], r["prompt_len"], r["new_tokens"], r["ours"]["tokens_per_s"],
-             _get(r, "hf_generate", "tokens_per_s"), r.get("speedup")] for r in a["rows"]]
-    return (f"Model {a['model']} ({a['params']:,} parameters), sampling at temperature 1, median of timed runs.\n\n"
-            + table(["batch", "prompt tokens", "new tokens", "rewardloop tok/s", "model.generate tok/s", "speedup"],
-                    rows))
+    rows = [
+        [
+            r["batch"],
+            r["prompt_len"],
+            r["new_tokens"],
+            r["ours"]["tokens_per_s"],
+            _get(r, "hf_generate", "tokens_per_s"),
+            r.get("speedup"),
+        ]
+        for r in a["rows"]
+    ]
+    return (
+        f"Model {a['model']} ({a['params']:,} parameters), sampling at temperature 1, median of timed runs.\n\n"
+        + table(["batch", "prompt tokens", "new tokens", "rewardloop tok/s", "model.generate tok/s", "speedup"], rows)
+    )
 
 
 def block_b(res: dict) -> str:
@@ -110,9 +143,11 @@ def block_b(res: dict) -> str:
                 continue
             last = side["rewards"][-1] if side.get("rewards") else None
             rows.append([name, side["seconds_per_step"], side["items_per_s"], side["peak_rss_mb"], last])
-        out.append(f"**{preset}** — {b['N']} prompts × {b['G']} generations, {b['L']} new tokens, β = 0.04, "
-                   f"lr 1e-5, fp32, {b['steps']} steps (first step is warm-up and not in the median)\n\n"
-                   + table(["side", "s/step", "completions/s", "peak RSS MiB", "reward at last step"], rows))
+        out.append(
+            f"**{preset}** — {b['N']} prompts × {b['G']} generations, {b['L']} new tokens, β = 0.04, "
+            f"lr 1e-5, fp32, {b['steps']} steps (first step is warm-up and not in the median)\n\n"
+            + table(["side", "s/step", "completions/s", "peak RSS MiB", "reward at last step"], rows)
+        )
     return "\n".join(out)
 
 
@@ -124,9 +159,11 @@ def block_c(res: dict) -> str:
             rows.append([name, _why(side), "—", "—"])
             continue
         rows.append([name, side["seconds_per_step"], side["items_per_s"], side["peak_rss_mb"]])
-    text = (f"Four {c['model']} models (policy, reference, value, reward), {c['B']} episodes per update, "
-            f"{c['L']}-token responses, {c['epochs']} PPO epochs, one mini-batch, fp32, {c['updates']} updates.\n\n"
-            + table(["side", "s/update", "episodes/s", "peak RSS MiB"], rows))
+    text = (
+        f"Four {c['model']} models (policy, reference, value, reward), {c['B']} episodes per update, "
+        f"{c['L']}-token responses, {c['epochs']} PPO epochs, one mini-batch, fp32, {c['updates']} updates.\n\n"
+        + table(["side", "s/update", "episodes/s", "peak RSS MiB"], rows)
+    )
     phases = _get(c, "ours", "phases")
     if phases:
         from benchmarks.run_all import steady
@@ -141,11 +178,18 @@ def block_d(res: dict) -> str:
     roof = d.get("roofline", {})
     if "fp32" not in roof:
         return f"Not measured: {_why(roof)}\n"
-    text = table(["dtype", "peak GFLOP/s (best square matmul)", "by size"],
-                 [[k, roof[k]["peak_gflops"], ", ".join(f"{n}: {v:.0f}" for n, v in roof[k]["by_size"].items())]
-                  for k in ("fp32", "bf16")])
-    rows = [[name, ph, v.get("gflop"), v["seconds"], v["gflops"], f"{100 * v['mfu']:.1f}%"]
-            for name, phases in d.get("mfu", {}).items() for ph, v in phases.items()]
+    text = table(
+        ["dtype", "peak GFLOP/s (best square matmul)", "by size"],
+        [
+            [k, roof[k]["peak_gflops"], ", ".join(f"{n}: {v:.0f}" for n, v in roof[k]["by_size"].items())]
+            for k in ("fp32", "bf16")
+        ],
+    )
+    rows = [
+        [name, ph, v.get("gflop"), v["seconds"], v["gflops"], f"{100 * v['mfu']:.1f}%"]
+        for name, phases in d.get("mfu", {}).items()
+        for ph, v in phases.items()
+    ]
     if rows:
         text += "\nMFU per phase (against the fp32 peak above; FLOPs ≈ 2N per forward token, 6N per trained token):\n\n"
         text += table(["run", "phase", "GFLOP", "s", "GFLOP/s", "MFU"], rows)
@@ -160,14 +204,17 @@ def block_e(res: dict, img_dir: Path) -> str:
             if isinstance(curve, dict):
                 rows.append([name, seed, _why(curve), "—", "—", "—"])
                 continue
-            rows.append([name, seed, curve[0]["accuracy"], curve[-1]["accuracy"], curve[-1]["step"],
-                         curve[-1]["train_seconds"]])
+            rows.append(
+                [name, seed, curve[0]["accuracy"], curve[-1]["accuracy"], curve[-1]["step"], curve[-1]["train_seconds"]]
+            )
     img = plot_learning(e, img_dir)
     h = e["hyper"]
-    text = (f"Start: `{Path(e['base']).name}` (our SFT of the tiny model, partly trained). Same for all: "
-            f"{h['prompts_per_step']} prompts × {h['group_size']} samples per step (PPO: {h['prompts_per_step'] * h['group_size']}"
-            f" episodes, 1 epoch), lr {h['lr']}, β {h['beta']}, ≤ {h['max_new_tokens']} new tokens, greedy test accuracy "
-            f"on {h['eval_size']} held-out problems; seconds = training time only (evaluation excluded).\n\n")
+    text = (
+        f"Start: `{Path(e['base']).name}` (our SFT of the tiny model, partly trained). Same for all: "
+        f"{h['prompts_per_step']} prompts × {h['group_size']} samples per step (PPO: {h['prompts_per_step'] * h['group_size']}"
+        f" episodes, 1 epoch), lr {h['lr']}, β {h['beta']}, ≤ {h['max_new_tokens']} new tokens, greedy test accuracy "
+        f"on {h['eval_size']} held-out problems; seconds = training time only (evaluation excluded).\n\n"
+    )
     text += table(["method", "seed", "accuracy at 0", "final accuracy", "steps", "train seconds"], rows)
     if img:
         text += f"\n![accuracy vs wall time]({img})\n"
@@ -176,20 +223,41 @@ def block_e(res: dict, img_dir: Path) -> str:
 
 def block_f(res: dict, img_dir: Path) -> str:
     pts = res["f"]["points"]
-    rows = [[p["axis"], p["preset"], p["N"], p["G"], p["L"], p.get("seconds_per_step", p.get("error", "")[-80:]),
-             *[_get(p, "phases", k) for k in ("collect", "estimate", "update")], p.get("peak_rss_mb")] for p in pts]
+    rows = [
+        [
+            p["axis"],
+            p["preset"],
+            p["N"],
+            p["G"],
+            p["L"],
+            p.get("seconds_per_step", p.get("error", "")[-80:]),
+            *[_get(p, "phases", k) for k in ("collect", "estimate", "update")],
+            p.get("peak_rss_mb"),
+        ]
+        for p in pts
+    ]
     img = plot_scaling(pts, img_dir)
-    text = "rewardloop GRPO step time (median after the first step), β = 0.04:\n\n"
-    text += table(["axis", "model", "N", "G", "new tokens", "s/step", "collect s", "estimate s", "update s", "RSS MiB"],
-                  rows)
+    steps = res["f"].get("steps", 1)
+    how = "median after the first step" if steps > 1 else "a single step, first-call warm-up included"
+    text = f"rewardloop GRPO step time ({how}), β = 0.04, lr 1e-5, fp32:\n\n"
+    text += table(
+        ["axis", "model", "N", "G", "new tokens", "s/step", "collect s", "estimate s", "update s", "RSS MiB"], rows
+    )
     if img:
         text += f"\n![scaling]({img})\n"
     return text
 
 
 def block_targets(res: dict) -> str:
-    rows = [[t["target"], t["value"], ("≤ " if t.get("lower") else "≥ ") + _fmt(t["threshold"]),
-             {True: "met", False: "**not met**", None: "not measured"}[t["met"]]] for t in res["targets"]]
+    rows = [
+        [
+            t["target"],
+            t["value"],
+            ("≤ " if t.get("lower") else "≥ ") + _fmt(t["threshold"]),
+            {True: "met", False: "**not met**", None: "not measured"}[t["met"]],
+        ]
+        for t in res["targets"]
+    ]
     return table(["target", "measured", "threshold", ""], rows) if rows else "No target measured in this run.\n"
 
 
@@ -204,8 +272,15 @@ def plot_learning(e: dict, img_dir: Path) -> str | None:
     for (name, runs), color in zip(e["curves"].items(), ("C0", "C1", "C2"), strict=False):
         for i, curve in enumerate(runs):
             if isinstance(curve, list) and curve:
-                ax.plot([p["train_seconds"] for p in curve], [p["accuracy"] for p in curve], "-o", color=color,
-                        alpha=0.8, markersize=3, label=name if i == 0 else None)
+                ax.plot(
+                    [p["train_seconds"] for p in curve],
+                    [p["accuracy"] for p in curve],
+                    "-o",
+                    color=color,
+                    alpha=0.8,
+                    markersize=3,
+                    label=name if i == 0 else None,
+                )
                 drawn = True
     if not drawn:
         plt.close(fig)
@@ -277,7 +352,7 @@ def write_docs(res: dict, path: Path, img_dir: Path) -> None:
         block = f"<!-- bench:{key} -->\n{render_block(res, key, img_dir)}<!-- /bench:{key} -->"
         pattern = re.compile(rf"<!-- bench:{key} -->.*?<!-- /bench:{key} -->", re.S)
         if pattern.search(text):
-            text = pattern.sub(lambda _: block, text)
+            text = pattern.sub(lambda _, b=block: b, text)
         else:
             text += f"\n## {TITLES[key]}\n\n{block}\n"
     path.write_text(text)

@@ -23,28 +23,53 @@ from benchmarks.common import machine_info, parse_result
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
-VENVS = {"main": Path(sys.executable), "trl": BENCH / ".venv-trl/bin/python", "trl112": BENCH / ".venv-trl112/bin/python"}
+VENVS = {
+    "main": Path(sys.executable),
+    "trl": BENCH / ".venv-trl/bin/python",
+    "trl112": BENCH / ".venv-trl112/bin/python",
+}
 SECTIONS = "abcdef"
 
 # Sizes per mode. "full" is the documented run (≈20 min on 2 cores); "quick" a few minutes; "smoke" one step each.
 MODES: dict[str, dict[str, Any]] = {
     "full": {
-        "gen": {"model": "qwen2-4m", "batch_sizes": [1, 16, 64], "new_tokens": 64, "repeats": 3},
-        "grpo": {"sizes": ["qwen2-4m", "qwen2-30m"], "N": 8, "G": 8, "L": 32, "steps": 3},
+        "gen": {"model": "qwen2-4m", "batch_sizes": [1, 16, 64], "new_tokens": 64, "repeats": 1},
+        "grpo": {"sizes": ["qwen2-4m", "qwen2-30m"], "N": 8, "G": 8, "L": 32, "steps": 2},
         "ppo": {"size": "qwen2-4m", "B": 16, "L": 32, "epochs": 4, "updates": 3},
         "roof": {"sizes": [256, 512, 1024, 2048], "seconds": 1.0},
-        "learn": {"size": "qwen2-1m", "sft_steps": 300, "N": 8, "G": 8, "steps": 20, "eval_every": 5, "eval_size": 100,
-                  "seeds": [0, 1, 2]},
-        "scale": {"sizes": ["qwen2-1m", "qwen2-4m", "qwen2-10m", "qwen2-30m"], "lengths": [32, 64, 128, 256],
-                  "groups": [4, 8, 16, 32], "N": 2, "steps": 2},
+        "learn": {
+            "size": "qwen2-1m",
+            "sft_steps": 300,
+            "N": 8,
+            "G": 8,
+            "steps": 12,
+            "eval_every": 4,
+            "eval_size": 60,
+            "seeds": [0, 1, 2],
+        },
+        "scale": {
+            "sizes": ["qwen2-1m", "qwen2-4m", "qwen2-10m", "qwen2-30m"],
+            "lengths": [32, 64, 128, 256],
+            "groups": [4, 8, 16, 32],
+            "N": 2,
+            "steps": 1,
+        },
     },
     "quick": {
         "gen": {"model": "qwen2-4m", "batch_sizes": [1, 16], "new_tokens": 32, "repeats": 1},
         "grpo": {"sizes": ["qwen2-4m"], "N": 4, "G": 4, "L": 16, "steps": 2},
         "ppo": {"size": "qwen2-1m", "B": 16, "L": 16, "epochs": 2, "updates": 2},
         "roof": {"sizes": [512, 1024], "seconds": 0.5},
-        "learn": {"size": "qwen2-1m", "sft_steps": 150, "N": 4, "G": 4, "steps": 6, "eval_every": 3, "eval_size": 50,
-                  "seeds": [0]},
+        "learn": {
+            "size": "qwen2-1m",
+            "sft_steps": 150,
+            "N": 4,
+            "G": 4,
+            "steps": 6,
+            "eval_every": 3,
+            "eval_size": 50,
+            "seeds": [0],
+        },
         "scale": {"sizes": ["qwen2-1m", "qwen2-4m"], "lengths": [16, 32], "groups": [4, 8], "N": 2, "steps": 1},
     },
     "smoke": {
@@ -52,8 +77,16 @@ MODES: dict[str, dict[str, Any]] = {
         "grpo": {"sizes": ["qwen2-1m"], "N": 2, "G": 2, "L": 4, "steps": 1},
         "ppo": {"size": "qwen2-1m", "B": 8, "L": 4, "epochs": 1, "updates": 1},
         "roof": {"sizes": [128], "seconds": 0.05},
-        "learn": {"size": "qwen2-1m", "sft_steps": 2, "N": 2, "G": 2, "steps": 1, "eval_every": 1, "eval_size": 4,
-                  "seeds": [0]},
+        "learn": {
+            "size": "qwen2-1m",
+            "sft_steps": 2,
+            "N": 2,
+            "G": 2,
+            "steps": 1,
+            "eval_every": 1,
+            "eval_size": 4,
+            "seeds": [0],
+        },
         "scale": {"sizes": ["qwen2-1m"], "lengths": [4], "groups": [2], "N": 2, "steps": 1},
     },
 }
@@ -75,7 +108,12 @@ class Runner:
         """Run ``python -m benchmarks.<module> <spec>`` in ``venv``; its result, or {"error": ...}."""
         spec = {"threads": self.threads, **spec}
         cmd = [str(VENVS[venv]), "-m", f"benchmarks.{module}", json.dumps(spec)]
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(self.threads)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "TOKENIZERS_PARALLELISM": "false",
+            "OMP_NUM_THREADS": str(self.threads),
+        }
         t0 = time.perf_counter()
         if self.verbose:
             print(f"[bench] {venv}: {module} {json.dumps(spec)[:160]}", file=sys.stderr, flush=True)
@@ -118,15 +156,32 @@ def steady(xs: list[float]) -> float:
 
 def section_a(r: Runner, m: dict) -> dict:
     g = m["gen"]
-    spec = {"model_dir": str(r.model_dir(g["model"])), "batch_sizes": g["batch_sizes"], "prompt_len": 16,
-            "new_tokens": g["new_tokens"], "repeats": g["repeats"], "seed": 0}
+    spec = {
+        "model_dir": str(r.model_dir(g["model"])),
+        "batch_sizes": g["batch_sizes"],
+        "prompt_len": 16,
+        "new_tokens": g["new_tokens"],
+        "repeats": g["repeats"],
+        "seed": 0,
+    }
     return {"model": g["model"], **r.worker("gen_worker", spec)}
 
 
 def grpo_spec(r: Runner, preset: str, N: int, G: int, L: int, steps: int, **extra) -> dict:
-    return {"model_dir": str(r.model_dir(preset)), "data": str(r.data_file()), "prompts_per_step": N, "group_size": G,
-            "max_new_tokens": L, "beta": BETA, "lr": LR, "steps": steps, "seed": 0, "eval_tokens": 8,
-            "out_dir": str(r.out / "runs"), **extra}
+    return {
+        "model_dir": str(r.model_dir(preset)),
+        "data": str(r.data_file()),
+        "prompts_per_step": N,
+        "group_size": G,
+        "max_new_tokens": L,
+        "beta": BETA,
+        "lr": LR,
+        "steps": steps,
+        "seed": 0,
+        "eval_tokens": 8,
+        "out_dir": str(r.out / "runs"),
+        **extra,
+    }
 
 
 def summarize_steps(res: dict, per_step: int, key: str = "step_seconds") -> dict:
@@ -157,19 +212,42 @@ def section_c(r: Runner, m: dict) -> dict:
     value = build_score_model_dir(policy, r.models, f"{p['size']}-value", seed=1)
     reward = build_score_model_dir(policy, r.models, f"{p['size']}-reward", seed=2)
     reward_rl = build_rewardloop_reward_dir(reward, r.models, f"{p['size']}-reward-rl")
-    common = {"batch_size": p["B"], "max_new_tokens": p["L"], "epochs": p["epochs"], "kl_coef": KL_COEF,
-              "vf_coef": VF_COEF, "lr": LR, "seed": 0, "out_dir": str(r.out / "runs")}
-    ours = r.worker("ours_worker", {"algo": "ppo", "model_dir": str(policy), "reward_dir": str(reward_rl),
-                                    "steps": p["updates"], **common})
+    common = {
+        "batch_size": p["B"],
+        "max_new_tokens": p["L"],
+        "epochs": p["epochs"],
+        "kl_coef": KL_COEF,
+        "vf_coef": VF_COEF,
+        "lr": LR,
+        "seed": 0,
+        "out_dir": str(r.out / "runs"),
+    }
+    ours = r.worker(
+        "ours_worker",
+        {"algo": "ppo", "model_dir": str(policy), "reward_dir": str(reward_rl), "steps": p["updates"], **common},
+    )
     ours = summarize_steps(ours, p["B"])
     if r.have("trl112"):
-        spec = {"policy_dir": str(policy), "value_dir": str(value), "reward_dir": str(reward), "data": str(r.data_file()),
-                "updates": p["updates"], **common}
+        spec = {
+            "policy_dir": str(policy),
+            "value_dir": str(value),
+            "reward_dir": str(reward),
+            "data": str(r.data_file()),
+            "updates": p["updates"],
+            **common,
+        }
         trl = summarize_steps(r.worker("trl_ppo_worker", spec, "trl112"), p["B"], "update_seconds")
     else:
         trl = {"skipped": "benchmarks/.venv-trl112 missing: run `bash benchmarks/setup_trl_envs.sh trl112`"}
-    return {"model": p["size"], "B": p["B"], "L": p["L"], "epochs": p["epochs"], "updates": p["updates"],
-            "ours": ours, "trl": trl}
+    return {
+        "model": p["size"],
+        "B": p["B"],
+        "L": p["L"],
+        "epochs": p["epochs"],
+        "updates": p["updates"],
+        "ours": ours,
+        "trl": trl,
+    }
 
 
 def section_d(r: Runner, m: dict, results: dict) -> dict:
@@ -211,9 +289,20 @@ def section_d(r: Runner, m: dict, results: dict) -> dict:
 def section_e(r: Runner, m: dict) -> dict:
     lm = m["learn"]
     base = sft_base(r, lm["size"], lm["sft_steps"])
-    common = {"model_dir": str(base), "data": str(r.data_file()), "prompts_per_step": lm["N"], "group_size": lm["G"],
-              "max_new_tokens": 8, "beta": BETA, "lr": LEARN_LR, "steps": lm["steps"], "eval_every": lm["eval_every"],
-              "eval_size": lm["eval_size"], "eval_tokens": 8, "out_dir": str(r.out / "runs")}
+    common = {
+        "model_dir": str(base),
+        "data": str(r.data_file()),
+        "prompts_per_step": lm["N"],
+        "group_size": lm["G"],
+        "max_new_tokens": 8,
+        "beta": BETA,
+        "lr": LEARN_LR,
+        "steps": lm["steps"],
+        "eval_every": lm["eval_every"],
+        "eval_size": lm["eval_size"],
+        "eval_tokens": 8,
+        "out_dir": str(r.out / "runs"),
+    }
     curves: dict[str, list] = {"rewardloop GRPO": [], "rewardloop PPO": [], "TRL GRPO": []}
     for seed in lm["seeds"]:
         spec = {**common, "seed": seed}
@@ -224,8 +313,11 @@ def section_e(r: Runner, m: dict) -> dict:
             curves["TRL GRPO"].append(r.worker("trl_grpo_worker", spec, "trl"))
     if not curves["TRL GRPO"]:
         curves["TRL GRPO"] = [{"skipped": "benchmarks/.venv-trl missing"}]
-    return {"base": str(base), "hyper": {k: v for k, v in common.items() if k not in ("data", "out_dir")},
-            "curves": {k: [c.get("curve", c) for c in v] for k, v in curves.items()}}
+    return {
+        "base": str(base),
+        "hyper": {k: v for k, v in common.items() if k not in ("data", "out_dir")},
+        "curves": {k: [c.get("curve", c) for c in v] for k, v in curves.items()},
+    }
 
 
 def sft_base(r: Runner, preset: str, steps: int) -> Path:
@@ -233,13 +325,19 @@ def sft_base(r: Runner, preset: str, steps: int) -> Path:
     target = r.models / f"{preset}-sft{steps}"
     if (target / "config.json").exists():
         return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     from rewardloop.algorithms.sft import SFTConfig, train
     from rewardloop.config import ModelConfig, RunConfig
     from rewardloop.models import save_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cfg = SFTConfig(model=ModelConfig(path=str(r.model_dir(preset)), device="cpu"), steps=steps, eval_every=steps,
-                    eval_size=50, run=RunConfig(root=str(r.out / "runs"), progress=False))
+    cfg = SFTConfig(
+        model=ModelConfig(path=str(r.model_dir(preset)), device="cpu"),
+        steps=steps,
+        eval_every=steps,
+        eval_size=50,
+        run=RunConfig(root=str(r.out / "runs"), progress=False),
+    )
     res = train(cfg)
     d = Path(res["model_dir"])
     save_model(AutoModelForCausalLM.from_pretrained(d), AutoTokenizer.from_pretrained(d), target)
@@ -249,11 +347,17 @@ def sft_base(r: Runner, preset: str, steps: int) -> Path:
 def section_f(r: Runner, m: dict) -> dict:
     s = m["scale"]
     points = []
-    grid = [("size", p, {"preset": p, "G": 8, "L": 32}) for p in s["sizes"]]
-    grid += [("length", L, {"preset": "qwen2-4m" if "qwen2-4m" in s["sizes"] else s["sizes"][0], "G": 8, "L": L})
-             for L in s["lengths"]]
-    grid += [("group", G, {"preset": "qwen2-4m" if "qwen2-4m" in s["sizes"] else s["sizes"][0], "G": G, "L": 32})
-             for G in s["groups"]]
+    G0 = 8 if 8 in s["groups"] else s["groups"][0]
+    L0 = 32 if 32 in s["lengths"] else s["lengths"][0]
+    grid = [("size", p, {"preset": p, "G": G0, "L": L0}) for p in s["sizes"]]
+    grid += [
+        ("length", L, {"preset": "qwen2-4m" if "qwen2-4m" in s["sizes"] else s["sizes"][0], "G": G0, "L": L})
+        for L in s["lengths"]
+    ]
+    grid += [
+        ("group", G, {"preset": "qwen2-4m" if "qwen2-4m" in s["sizes"] else s["sizes"][0], "G": G, "L": L0})
+        for G in s["groups"]
+    ]
     for axis, value, p in grid:
         spec = grpo_spec(r, p["preset"], s["N"], p["G"], p["L"], s["steps"])
         res = r.worker("ours_worker", {"algo": "grpo", **spec})
@@ -261,10 +365,13 @@ def section_f(r: Runner, m: dict) -> dict:
         if "error" in res:
             points.append({**row, "error": res["error"]})
             continue
-        row |= {"seconds_per_step": steady(res["step_seconds"]),
-                "phases": {k: steady(v) for k, v in res["phases"].items()}, "peak_rss_mb": res["peak_rss_mb"]}
+        row |= {
+            "seconds_per_step": steady(res["step_seconds"]),
+            "phases": {k: steady(v) for k, v in res["phases"].items()},
+            "peak_rss_mb": res["peak_rss_mb"],
+        }
         points.append(row)
-    return {"points": points}
+    return {"points": points, "steps": s["steps"]}
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -291,17 +398,22 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     runner = Runner(out, args.threads, args.timeout, not args.quiet)
     command = "python -m benchmarks.run_all " + " ".join(argv if argv is not None else sys.argv[1:])
-    results: dict[str, Any] = {"command": command.strip(), "mode": mode_name,
-                               "machine": machine_info() | {"torch_threads": args.threads},
-                               "date": time.strftime("%Y-%m-%d %H:%M %Z")}
+    results: dict[str, Any] = {
+        "command": command.strip(),
+        "mode": mode_name,
+        "machine": machine_info() | {"torch_threads": args.threads},
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+    }
     m = MODES[mode_name]
     sections = {"a": section_a, "b": section_b, "c": section_c, "e": section_e, "f": section_f}
     for key in sorted(only, key=lambda s: "abcfed".index(s)):  # d last: it reads the phase times of a, b and c
         t0, load0 = time.perf_counter(), os.getloadavg()[0]
         res = section_d(runner, m, results) if key == "d" else sections[key](runner, m)
         results[key] = res if isinstance(res, dict) else {"value": res}
-        results[key]["_meta"] = {"seconds": round(time.perf_counter() - t0, 1),
-                                 "load_avg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+        results[key]["_meta"] = {
+            "seconds": round(time.perf_counter() - t0, 1),
+            "load_avg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)],
+        }
         if not args.quiet:
             print(f"[bench] section {key} done in {results[key]['_meta']['seconds']} s", file=sys.stderr, flush=True)
     from benchmarks.report import targets, write_docs

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import torch
 from datasets import Dataset
@@ -63,7 +64,7 @@ class Clock(TrainerCallback):
 def main() -> None:
     spec = read_spec()
     setup_torch(spec.get("threads"), spec["seed"])
-    data = json.loads(open(spec["data"]).read())
+    data = json.loads(Path(spec["data"]).read_text())
     tok = AutoTokenizer.from_pretrained(spec["model_dir"])
     model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=torch.float32)
     N, G = spec["prompts_per_step"], spec["group_size"]

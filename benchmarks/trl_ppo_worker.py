@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import torch
 from datasets import Dataset
@@ -38,7 +39,7 @@ class Clock(TrainerCallback):
 def main() -> None:
     spec = read_spec()
     setup_torch(spec.get("threads"), spec["seed"])
-    data = json.loads(open(spec["data"]).read())
+    data = json.loads(Path(spec["data"]).read_text())
     tok = AutoTokenizer.from_pretrained(spec["policy_dir"], padding_side="left")
     f32 = {"dtype": torch.float32}
     policy = AutoModelForCausalLM.from_pretrained(spec["policy_dir"], **f32)

@@ -8,6 +8,7 @@ the key, the value and what is allowed.
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -112,7 +113,19 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
+def _section_fields(cls: type[BaseModel] | None, path: tuple) -> list[str]:
+    """Field names of the section at ``path`` inside ``cls`` (empty when it cannot be resolved)."""
+    for key in path:
+        field = cls.model_fields.get(str(key)) if cls is not None else None
+        if field is None:
+            return []
+        candidates = [field.annotation, *typing.get_args(field.annotation)]  # unwrap `Section | None`
+        cls = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return list(cls.model_fields) if cls is not None else []
+
+
+def format_validation_error(err: ValidationError, source: str, cls: type[BaseModel] | None = None) -> str:
+    """One line per problem: the dotted key, the value and what is allowed (for unknown keys: the valid keys)."""
     lines = [f"invalid config ({source}):"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
@@ -121,7 +134,9 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         if len(shown) > 80:
             shown = shown[:77] + "..."
         if e["type"] == "extra_forbidden":
-            lines.append(f"  - unknown key {key!r} (value {shown}); check the spelling against the documented fields")
+            allowed = _section_fields(cls, tuple(e["loc"][:-1]))
+            hint = f"allowed keys here: {', '.join(allowed)}" if allowed else "check the spelling"
+            lines.append(f"  - unknown key {key!r} (value {shown}); {hint}")
         else:
             lines.append(f"  - {key} = {shown}: {e['msg']}")
     return "\n".join(lines)
@@ -151,7 +166,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e, source)) from None
+        raise ConfigError(format_validation_error(e, source, cls)) from None
 
 
 def dump_config(cfg: BaseModel) -> str:

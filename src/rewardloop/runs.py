@@ -82,6 +82,14 @@ class RunDir:
     def metrics(self) -> list[dict[str, Any]]:
         return read_metrics(self.path)
 
+    def drop_logs_after(self, step: int) -> None:
+        """On resume from checkpoint ``step``: drop metrics/sample rows logged after it (the resumed run re-logs them)."""
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            path = self.path / name
+            if path.exists():
+                kept = [json.dumps(r) + "\n" for r in read_metrics(self.path, name) if r.get("step", 0) <= step]
+                _write_atomic(path, "".join(kept))
+
     # -- checkpoints -----------------------------------------------------------------------------------------
     @property
     def checkpoints(self) -> Path:
@@ -148,9 +156,9 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Rows of ``metrics.jsonl`` (a torn last line from a crash is ignored)."""
-    path = Path(run_dir) / "metrics.jsonl"
+def read_metrics(run_dir: str | Path, name: str = "metrics.jsonl") -> list[dict[str, Any]]:
+    """Rows of ``metrics.jsonl`` (or another JSONL log ``name``); a torn last line from a crash is ignored."""
+    path = Path(run_dir) / name
     rows = []
     if path.exists():
         for line in path.read_text().splitlines():

@@ -7,14 +7,17 @@ TRL sides run only when their virtual environments exist (benchmarks/setup_trl_e
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import pytest
 
-from benchmarks.report import targets, write_docs
-from benchmarks.run_all import VENVS, main
-
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # benchmarks/ is a top-level package beside src/, not installed
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.report import targets, write_docs  # noqa: E402
+from benchmarks.run_all import VENVS, main  # noqa: E402
 
 
 def positive(x) -> bool:
@@ -40,7 +43,9 @@ def smoke(tmp_path_factory) -> dict:
 @pytest.mark.slow
 def test_generation_and_roofline(smoke):
     rows = smoke["a"]["rows"]
-    assert rows and all(positive(r["ours"]["tokens_per_s"]) and positive(r["hf_generate"]["tokens_per_s"]) for r in rows)
+    assert rows and all(
+        positive(r["ours"]["tokens_per_s"]) and positive(r["hf_generate"]["tokens_per_s"]) for r in rows
+    )
     roof = smoke["d"]["roofline"]
     assert positive(roof["fp32"]["peak_gflops"]) and positive(roof["bf16"]["peak_gflops"])
     mfu = smoke["d"]["mfu"]
@@ -93,9 +98,20 @@ def test_docs_blocks_are_replaced_in_place(tmp_path):
         "mode": "smoke",
         "date": "today",
         "machine": {"cpu": "cpu-x", "cores": 2, "torch": "2.x", "torch_threads": 1},
-        "a": {"model": "m", "params": 10, "rows": [{"batch": 16, "prompt_len": 16, "new_tokens": 4,
-                                                    "ours": {"tokens_per_s": 30.0}, "hf_generate": {"tokens_per_s": 10.0},
-                                                    "speedup": 3.0}]},
+        "a": {
+            "model": "m",
+            "params": 10,
+            "rows": [
+                {
+                    "batch": 16,
+                    "prompt_len": 16,
+                    "new_tokens": 4,
+                    "ours": {"tokens_per_s": 30.0},
+                    "hf_generate": {"tokens_per_s": 10.0},
+                    "speedup": 3.0,
+                }
+            ],
+        },
     }
     res["targets"] = targets(res)
     write_docs(res, doc, tmp_path / "img")

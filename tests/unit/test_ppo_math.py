@@ -185,7 +185,7 @@ def test_degeneration_warnings_fire_on_each_signal():
     # One component dominating the reward variance.
     shares = diagnostics.component_shares({"a": [0.0, 10.0, -10.0], "b": [0.0, 0.1, 0.0]})
     assert shares["reward_share/a"] > 0.99
-    assert "dominat" not in "" and "'a' carries" in " ".join(diagnostics.check_degeneration(shares))
+    assert "'a' carries" in " ".join(diagnostics.check_degeneration(shares))
 
 
 def test_emit_deduplicates_per_kind():

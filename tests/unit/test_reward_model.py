@@ -66,7 +66,9 @@ def test_scores_invariant_to_batch_size_and_padding_side_when_pad_is_eos(lm_tok)
     prompts = ["Review of the lamp:", "1+1=", "Review of the mug:"]
     responses = [" the bulb is great." + eos, " 2" + eos, " the rim is cheap. i hate the glaze." + eos]
     with torch.no_grad():
-        single = torch.cat([model.score(*encode_texts(tok, [p], [r], "cpu")) for p, r in zip(prompts, responses)])
+        single = torch.cat(
+            [model.score(*encode_texts(tok, [p], [r], "cpu")) for p, r in zip(prompts, responses, strict=True)]
+        )
         ids, mask = encode_texts(tok, prompts, responses, "cpu")
         assert (ids == tok.pad_token_id).sum() > 3  # padding and real EOS share one id here
         right = model.score(ids, mask)
@@ -88,7 +90,7 @@ def test_save_load_roundtrip_and_plain_transformers_backbone(lm_tok, tmp_path):
         model.value_head.bias.fill_(0.25)
     model.save_pretrained(tmp_path / "rm")
     tok.save_pretrained(tmp_path / "rm")
-    loaded, ltok = load_value_model(tmp_path / "rm", device="cpu")
+    loaded, _ = load_value_model(tmp_path / "rm", device="cpu")
     ids, mask = encode_texts(tok, ["1+2="], [" 3"], "cpu")
     with torch.no_grad():
         assert torch.allclose(model.score(ids, mask), loaded.score(ids, mask), atol=1e-6)

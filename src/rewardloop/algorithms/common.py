@@ -87,13 +87,24 @@ def evaluate_generation(
     }
 
 
-def batches(n: int, batch_size: int, rng: random.Random) -> Iterator[list[int]]:
-    """Endless shuffled index batches over ``range(n)`` (reshuffled each epoch)."""
-    while True:
-        order = list(range(n))
-        rng.shuffle(order)
-        for i in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
-            yield order[i : i + batch_size]
+def batches(n: int, batch_size: int, rng: random.Random, skip: int = 0) -> Iterator[list[int]]:
+    """Endless shuffled index batches over ``range(n)`` (reshuffled each epoch), after dropping the first ``skip``.
+
+    To resume at step k, pass a freshly seeded ``rng`` and ``skip=k``: the stream is replayed to where it was. (Saving
+    ``rng.getstate()`` is not enough: mid-epoch the rest of the current permutation lives in the generator.)
+    """
+
+    def stream() -> Iterator[list[int]]:
+        while True:
+            order = list(range(n))
+            rng.shuffle(order)
+            for i in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+                yield order[i : i + batch_size]
+
+    it = stream()
+    for _ in range(skip):
+        next(it)
+    return it
 
 
 def progress(total: int, initial: int, desc: str, enabled: bool) -> tqdm:

@@ -330,7 +330,9 @@ def train(cfg: PPOConfig, resume: bool = False) -> dict[str, Any]:
     task = load_task(cfg.task, kind="prompt", tokenizer=tok, max_length=cfg.model.max_length)
     rewarder = Rewarder(cfg, task, device)
     n_updates = cfg.steps * cfg.epochs * math.ceil(cfg.batch_size / cfg.mini_batch_size)
-    opts = {"policy": make_optimizer(critic.parameters() if critic.shared else policy.parameters(), cfg.optim, n_updates)}
+    opts = {
+        "policy": make_optimizer(critic.parameters() if critic.shared else policy.parameters(), cfg.optim, n_updates)
+    }
     if not critic.shared:
         opts["value"] = make_optimizer(critic.parameters(), cfg.critic_optim, n_updates)
     generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
@@ -375,7 +377,9 @@ def train(cfg: PPOConfig, resume: bool = False) -> dict[str, Any]:
         R = rollout.response_ids.shape[1]
         old_logp, old_values = old_policy_pass(policy, critic, rollout, temperature, cfg.micro_batch_size)
         t_value = time.perf_counter()
-        ref_logp = batched_logprobs(ref, rollout.input_ids, rollout.attention_mask, R, temperature, cfg.micro_batch_size)
+        ref_logp = batched_logprobs(
+            ref, rollout.input_ids, rollout.attention_mask, R, temperature, cfg.micro_batch_size
+        )
         t_ref = time.perf_counter()
         # 5. Estimate: KL-shaped per-token rewards, GAE, whitening.
         kl = kl_estimate(old_logp, ref_logp, cfg.kl_estimator) * mask  # [B, R]

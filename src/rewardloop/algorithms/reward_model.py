@@ -35,7 +35,9 @@ ENSEMBLE_FILE = "ensemble.json"
 class PreferenceDataConfig(Section):
     """Where the preference pairs come from: a file (TRL preference format) or the `reviews` simulated annotator."""
 
-    path: str | None = Field(None, description="JSONL/JSON/Parquet/CSV file or hf:NAME[:SPLIT] with prompt/chosen/rejected")
+    path: str | None = Field(
+        None, description="JSONL/JSON/Parquet/CSV file or hf:NAME[:SPLIT] with prompt/chosen/rejected"
+    )
     test_path: str | None = Field(None, description="held-out pairs; default: the last `test_size` rows of `path`")
     reviews_pairs: int = Field(2000, ge=2, description="without `path`: pairs from the reviews simulated annotator")
     noise: float = Field(0.1, ge=0.0, le=0.5, description="simulated annotator label-flip probability")
@@ -160,7 +162,9 @@ def load_preference_splits(cfg: PreferenceDataConfig, tokenizer=None, max_length
 
         # Held-out pairs come from their own seed, labelled by the gold (noise-free by default) annotator.
         train = annotator_pairs_from_templates(cfg.seed, cfg.reviews_pairs, noise=cfg.noise)
-        return train, annotator_pairs_from_templates(cfg.seed + 7919, cfg.test_size, noise=cfg.test_noise)
+        return train, strict_pairs(
+            annotator_pairs_from_templates(cfg.seed + 7919, 2 * cfg.test_size, noise=cfg.test_noise)
+        )[: cfg.test_size]
     from rewardloop.data import load_rows
 
     rows = load_rows(cfg.path, kind="preference", tokenizer=tokenizer, max_length=max_length)
@@ -170,6 +174,14 @@ def load_preference_splits(cfg: PreferenceDataConfig, tokenizer=None, max_length
         raise ValueError(f"{cfg.path}: need at least 2 preference rows to hold out a test split, got {len(rows)}")
     n_test = min(cfg.test_size, len(rows) // 5 or 1)
     return rows[:-n_test], rows[-n_test:]
+
+
+def strict_pairs(rows: list[dict]) -> list[dict]:
+    """Drop `reviews` pairs whose two texts have equal gold utility (their label is a coin flip)."""
+    from rewardloop.envs.reviews import SimulatedAnnotator
+
+    gold = SimulatedAnnotator(noise=0.0)
+    return [r for r in rows if gold.gold_prefer(r["prompt"], r["chosen"], r["rejected"]) != 0.5]
 
 
 def _pair_batch(model: ValueModel, tok, rows: list[dict], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -210,9 +222,11 @@ def _train_member(cfg: RewardModelConfig, run: RunDir, k: int, train_rows, test_
     lm, tok = load_pretrained(cfg.model)
     model = ValueModel(lm, kind="reward")
     device = next(model.parameters()).device
-    rows = [train_rows[i] for i in bootstrap_indices(len(train_rows), cfg.run.seed + k)] if (
-        cfg.ensemble > 1 and cfg.bootstrap
-    ) else train_rows
+    rows = (
+        [train_rows[i] for i in bootstrap_indices(len(train_rows), cfg.run.seed + k)]
+        if (cfg.ensemble > 1 and cfg.bootstrap)
+        else train_rows
+    )
     opt, sched = make_optimizer(model.parameters(), cfg.optim, cfg.steps)
     rng = random.Random(cfg.run.seed + k)
     step, name = 0, "reward" if cfg.ensemble == 1 else f"reward-{k}"
@@ -235,7 +249,7 @@ def _train_member(cfg: RewardModelConfig, run: RunDir, k: int, train_rows, test_
         grad_norm = clip_and_step(model, opt, sched, cfg.optim.max_grad_norm)
         step += 1
         row = {"member": k, "train/loss": loss.item(), "train/accuracy": pairwise_accuracy(rc, rr)}
-        row |= {"train/margin": float((rc - rr).mean()), "grad_norm": grad_norm, "lr": sched.get_last_lr()[0]}
+        row |= {"train/margin": float((rc - rr).mean().detach()), "grad_norm": grad_norm, "lr": sched.get_last_lr()[0]}
         # 3. Evaluate on held-out pairs, log, checkpoint.
         if step % cfg.eval_every == 0 or step == cfg.steps:
             row |= evaluate_pairs(model, tok, test_rows)
@@ -250,9 +264,9 @@ def _train_member(cfg: RewardModelConfig, run: RunDir, k: int, train_rows, test_
     # 4. Normalisation statistics over the training responses (chosen and rejected), saved with the model.
     model.eval()
     sample = train_rows[:1000]
-    scores = score_texts(model, tok, [r["prompt"] for r in sample] * 2, [r["chosen"] for r in sample] + [
-        r["rejected"] for r in sample
-    ])
+    scores = score_texts(
+        model, tok, [r["prompt"] for r in sample] * 2, [r["chosen"] for r in sample] + [r["rejected"] for r in sample]
+    )
     model.stats = {"mean": float(scores.mean()), "std": float(scores.std().clamp(min=1e-6))}
     final = evaluate_pairs(model, tok, test_rows)
     model_dir = run.save_final(name, model, tok)

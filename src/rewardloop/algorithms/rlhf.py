@@ -99,10 +99,11 @@ def make_pairs(cfg: RLHFConfig, sft_dir: str, run_dir: Path) -> dict[str, Any]:
     test: list[dict] = []
     if pc.source in ("policy", "both"):
         train += policy_pairs(sft_dir, cfg, prompts, pc.n_policy, pc.noise, seed)
-        test += policy_pairs(sft_dir, cfg, prompts, pc.test_size // 2, 0.0, seed + 1)
+        test += rm_mod.strict_pairs(policy_pairs(sft_dir, cfg, prompts, pc.test_size // 2, 0.0, seed + 1))
     if pc.source in ("templates", "both"):
         train += annotator_pairs_from_templates(seed, pc.n_templates, noise=pc.noise)
-        test += annotator_pairs_from_templates(seed + 7919, pc.test_size - len(test), noise=0.0)
+        more = annotator_pairs_from_templates(seed + 7919, 2 * (pc.test_size - len(test)), noise=0.0)
+        test += rm_mod.strict_pairs(more)[: pc.test_size - len(test)]
     random.Random(seed).shuffle(train)
     out = run_dir / "pairs"
     out.mkdir(parents=True, exist_ok=True)
@@ -140,7 +141,10 @@ def compare(cfg: RLHFConfig, sft_dir: str, ppo_dir: str, rm_dir: str) -> dict[st
         "gold_reward/ppo": sum(reviews_reward(prompts, texts["ppo"])) / len(prompts),
         "gold_reward/sft": sum(reviews_reward(prompts, texts["sft"])) / len(prompts),
         "kl_to_sft": float(kl),
-        "examples": [{"prompt": p, "sft": s, "ppo": q} for p, s, q in list(zip(prompts, texts["sft"], texts["ppo"]))[:8]],
+        "examples": [
+            {"prompt": p, "sft": s, "ppo": q}
+            for p, s, q in list(zip(prompts, texts["sft"], texts["ppo"], strict=True))[:8]
+        ],
     }
 
 

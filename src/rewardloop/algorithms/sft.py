@@ -104,7 +104,7 @@ def train(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
         state = run.load_checkpoint(ckpt, {"policy": model}, {"policy": opt})
         step, history = state["step"], state.get("history", {})
         sched.load_state_dict(state["scheduler"])
-        rng.setstate(_tuple(state["data_rng"]))
+        run.drop_logs_after(step)
 
     def evaluate() -> dict[str, Any]:
         loss = eval_loss(model, test_ex, tokenizer.pad_token_id, device)
@@ -116,7 +116,7 @@ def train(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
     if step == 0:
         history["initial"] = run.log(0, evaluate() | {"params": count_parameters(model)})
     bar = progress(cfg.steps, step, "sft", cfg.run.progress)
-    order = batches(len(train_ex), min(cfg.batch_size, len(train_ex)), rng)
+    order = batches(len(train_ex), min(cfg.batch_size, len(train_ex)), rng, skip=step)  # resume: replay the order
     model.train()
     while step < cfg.steps:
         # 2. One optimisation step on a shuffled batch.
@@ -134,7 +134,7 @@ def train(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
         show(bar, row, ("train/loss", "eval/loss", "eval/accuracy"))
         bar.update(1)
         if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.steps:
-            state = {"scheduler": sched.state_dict(), "data_rng": rng.getstate(), "history": history}
+            state = {"scheduler": sched.state_dict(), "history": history}
             run.save_checkpoint(step, {"policy": (model, tokenizer)}, {"policy": opt}, state)
     bar.close()
     final = [r for r in run.metrics() if "eval/loss" in r][-1]
@@ -142,8 +142,3 @@ def train(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
         "policy", model, tokenizer, lora_save=cfg.model.lora.save if cfg.model.lora else "merged"
     )
     return {"run_dir": run.path, "model_dir": model_dir, "initial": history.get("initial"), "final": final}
-
-
-def _tuple(x):
-    """JSON turns tuples into lists; random.setstate needs the tuples back."""
-    return tuple(_tuple(i) for i in x) if isinstance(x, list) else x

@@ -108,7 +108,9 @@ class ValueModel(nn.Module):
         else:
             missing += ["value_head.weight", "value_head.bias"]
         if strict and (missing or res.unexpected_keys):
-            raise RuntimeError(f"ValueModel.load_state_dict: missing {missing[:5]}, unexpected {res.unexpected_keys[:5]}")
+            raise RuntimeError(
+                f"ValueModel.load_state_dict: missing {missing[:5]}, unexpected {res.unexpected_keys[:5]}"
+            )
         return _IncompatibleKeys(missing, list(res.unexpected_keys))
 
 

@@ -1,0 +1,154 @@
+"""Resume: an interrupted SFT run continues from its last checkpoint and ends bit-identical to an uninterrupted one.
+
+Also: a crash while a checkpoint is being written leaves the previous checkpoint intact and ``latest`` on it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import rewardloop.algorithms.sft as sft
+import rewardloop.runs as runs
+from rewardloop.algorithms.sft import SFTConfig
+from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig
+from rewardloop.envs.tasks import TaskConfig
+from rewardloop.runs import RunDir
+
+# 70 training rows / batch 16 = 4 batches per epoch, so the step-5 checkpoint falls inside the second epoch.
+STEPS, SAVE_EVERY = 12, 5
+
+
+class Interrupt(Exception):
+    """Stands in for a kill / Ctrl-C in the middle of training."""
+
+
+def config(root, name: str) -> SFTConfig:
+    return SFTConfig(
+        model=ModelConfig(preset="llama-1m", max_length=16, device="cpu"),
+        task=TaskConfig(digits=(1, 1), n_train=70, n_test=8),
+        optim=OptimConfig(lr=3e-3, warmup_steps=3, schedule="cosine"),  # lr depends on the restored scheduler step
+        gen=GenerationConfig(max_new_tokens=3, temperature=0.0),
+        run=RunConfig(root=str(root), name=name, save_every=SAVE_EVERY, progress=False),
+        steps=STEPS,
+        batch_size=16,
+        eval_every=100,
+        eval_size=8,
+    )
+
+
+def weights(result) -> dict[str, torch.Tensor]:
+    return load_file(result["model_dir"] / "model.safetensors")
+
+
+def train_losses(run_dir) -> dict[int, float]:
+    return {r["step"]: r["train/loss"] for r in runs.read_metrics(run_dir) if "train/loss" in r}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return sft.train(config(tmp_path_factory.mktemp("runs"), "straight"))
+
+
+def crash_on_step(monkeypatch, n: int) -> None:
+    """Make the ``n``-th optimizer step (in this process) raise ``Interrupt`` before it updates anything."""
+    calls = {"n": 0}
+    real = sft.clip_and_step
+
+    def step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise Interrupt(f"killed at step {n}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sft, "clip_and_step", step)
+
+
+def test_resume_after_interrupt_is_identical_to_an_uninterrupted_run(tmp_path, monkeypatch, uninterrupted):
+    cfg = config(tmp_path, "resumed")
+    with monkeypatch.context() as m:
+        crash_on_step(m, 7)
+        with pytest.raises(Interrupt):
+            sft.train(cfg)
+    run = RunDir(tmp_path / "resumed")
+    assert run.latest_checkpoint().name == "step-0000005"
+
+    loaded = {}
+    real_load = RunDir.load_checkpoint
+
+    def spy(self, ckpt, *args, **kwargs):
+        loaded["state"] = state = real_load(self, ckpt, *args, **kwargs)
+        return state
+
+    monkeypatch.setattr(RunDir, "load_checkpoint", spy)
+    result = sft.train(cfg, resume=True)
+    assert loaded["state"]["step"] == SAVE_EVERY  # continued from the saved step, not from 0
+
+    # identical weights, optimizer moments and learning-rate schedule at the end
+    expected, actual = weights(uninterrupted), weights(result)
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    ckpt = f"checkpoints/step-{STEPS:07d}/optim-policy.pt"
+    opt_a = torch.load(uninterrupted["run_dir"] / ckpt, weights_only=False)
+    opt_b = torch.load(result["run_dir"] / ckpt, weights_only=False)
+    for pid, st in opt_a["state"].items():
+        assert torch.equal(st["exp_avg"], opt_b["state"][pid]["exp_avg"])
+        assert torch.equal(st["exp_avg_sq"], opt_b["state"][pid]["exp_avg_sq"])
+        assert float(st["step"]) == float(opt_b["state"][pid]["step"]) == STEPS
+    # the same batches in the same order: every logged training loss matches, each step logged once
+    assert train_losses(result["run_dir"]) == train_losses(uninterrupted["run_dir"])
+    steps = [r["step"] for r in runs.read_metrics(result["run_dir"]) if "train/loss" in r]
+    assert steps == list(range(1, STEPS + 1))
+    assert result["final"]["eval/loss"] == uninterrupted["final"]["eval/loss"]
+
+
+def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch, uninterrupted):
+    cfg = config(tmp_path, "torn")
+    real_save = torch.save
+
+    def failing_save(obj, path, *args, **kwargs):
+        if "step-0000010" in str(path) or ".step-0000010" in str(path):
+            raise OSError("disk full")
+        return real_save(obj, path, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(runs.torch, "save", failing_save)
+        with pytest.raises(OSError, match="disk full"):
+            sft.train(cfg)
+
+    ckpts = tmp_path / "torn" / "checkpoints"
+    assert (ckpts / "latest").read_text().strip() == "step-0000005"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["latest", "step-0000005"]  # no half-written step-10
+    good = ckpts / "step-0000005"
+    assert json.loads((good / "state.json").read_text())["step"] == 5
+    assert {"policy", "optim-policy.pt", "rng.pt", "state.json"} <= {p.name for p in good.iterdir()}
+
+    result = sft.train(cfg, resume=True)  # continues from step 5 and ends where the uninterrupted run ends
+    expected, actual = weights(uninterrupted), weights(result)
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+
+
+def test_checkpoint_restores_python_numpy_torch_and_generator_rng(tmp_path, tiny_model, tokenizer):
+    run = RunDir(tmp_path / "rng")
+    model = tiny_model("llama-1m")
+    gen = torch.Generator().manual_seed(123)
+    torch.manual_seed(1), random.seed(1), np.random.seed(1)
+    ckpt = run.save_checkpoint(3, {"policy": (model, tokenizer)}, generators={"sampler": gen}, state={"x": 1})
+
+    def draw():
+        return random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=gen).item()
+
+    first = draw()
+    assert draw() != first
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    state = run.load_checkpoint(ckpt, {"policy": model}, generators={"sampler": gen})
+    assert state == {"step": 3, "x": 1}
+    assert draw() == first
+    assert any(p.abs().sum() > 0 for p in model.parameters())  # weights came back from disk

@@ -1,0 +1,82 @@
+"""Reward-model training and the `rlhf` pipeline (SFT → pairs → reward model → PPO → gold-annotator evaluation)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rewardloop.algorithms.reward_model import PreferenceDataConfig, RewardModelConfig, load_reward_ensemble
+from rewardloop.algorithms.reward_model import train as rm_train
+from rewardloop.algorithms.rlhf import RLHFConfig, run
+from rewardloop.config import RunConfig, load_config
+
+
+def tiny_rlhf(tmp_path, name: str) -> RLHFConfig:
+    return load_config(
+        RLHFConfig,
+        "configs/rlhf/reviews.yaml",
+        [
+            f"run.root={tmp_path}", f"run.name={name}", "run.progress=false", "model.device=cpu",
+            "task.n_train=64", "task.n_test=8", "sft.steps=3", "sft.eval_size=4", "sft.batch_size=8",
+            "pairs.n_policy=8", "pairs.n_templates=8", "pairs.test_size=8", "pairs.gen.max_new_tokens=8",
+            "reward.steps=3", "reward.batch_size=4", "ppo.steps=2", "ppo.batch_size=4", "ppo.mini_batch_size=4",
+            "ppo.micro_batch_size=2", "ppo.gen.max_new_tokens=8", "ppo.eval_gen.max_new_tokens=8", "ppo.eval_size=4",
+            "eval_size=6", "eval_gen.max_new_tokens=8",
+        ],
+    )  # fmt: skip
+
+
+def test_rlhf_pipeline_stages_and_resume_skips_finished(tmp_path):
+    cfg = tiny_rlhf(tmp_path, "rl")
+    res = run(cfg)
+    d = res["run_dir"]
+    for stage in ("sft", "pairs", "reward", "ppo", "eval"):
+        assert (d / stage / "done.json").exists(), stage
+    assert (d / "ppo" / "final" / "value" / "value_head.safetensors").exists()
+    assert 0.0 <= res["eval"]["gold_win_rate"] <= 1.0 and "kl_to_sft" in res["eval"]
+    pairs = [json.loads(x) for x in (d / "pairs" / "train.jsonl").read_text().splitlines()]
+    assert len(pairs) == 16 and all({"prompt", "chosen", "rejected"} <= set(p) for p in pairs)
+    # Resume: every stage is finished, so nothing reruns and the results are read back.
+    stamps = {s: (d / s / "done.json").stat().st_mtime_ns for s in ("sft", "reward", "ppo")}
+    again = run(cfg, resume=True)
+    assert {s: (d / s / "done.json").stat().st_mtime_ns for s in stamps} == stamps
+    assert again["eval"]["gold_win_rate"] == res["eval"]["gold_win_rate"]
+
+
+@pytest.mark.slow
+def test_reward_model_accuracy_and_ensemble_uncertainty_ood(tmp_path):
+    cfg = RewardModelConfig(
+        data=PreferenceDataConfig(reviews_pairs=3000, test_size=300),
+        steps=300,
+        ensemble=3,
+        run=RunConfig(root=str(tmp_path), name="rm", progress=False),
+    )
+    res = rm_train(cfg)
+    accs = res["member_accuracy"]
+    print("held-out pairwise accuracy per member:", accs)
+    assert min(accs) > 0.9
+    ens = load_reward_ensemble(res["model_dir"], device="cpu")
+    from rewardloop.envs.reviews import make_reviews_splits
+
+    _, test = make_reviews_splits(seed=5, n_train=0, n_test=100)
+    in_dist = ens.score([e.prompt for e in test], [e.answer for e in test])["std"]
+    ood_text = [" 12345 + 67890 = 80235 ; def f(x): return x", " zzz qqq ### $$$ !!!", " 999999999999"] * 34
+    ood = ens.score(["1+2="] * len(ood_text), ood_text)["std"]
+    print(f"ensemble std in-distribution {in_dist.mean():.3f}, out-of-distribution {ood.mean():.3f}")
+    assert ood.mean() > in_dist.mean()
+    assert torch.isfinite(ood).all()
+
+
+@pytest.mark.slow
+def test_rlhf_reviews_beats_sft_with_bounded_kl(tmp_path):
+    cfg = load_config(RLHFConfig, "configs/rlhf/reviews.yaml", [f"run.root={tmp_path}", "run.name=rl",
+                                                                "run.progress=false"])  # fmt: skip
+    res = run(cfg)
+    ev = res["eval"]
+    print({k: v for k, v in ev.items() if k != "examples"}, "rm accuracy", res["reward"]["accuracy"])
+    assert res["reward"]["accuracy"] > 0.85
+    assert ev["gold_win_rate"] > 0.6
+    assert ev["rm_score/ppo"] > ev["rm_score/sft"]
+    assert ev["kl_to_sft"] < 20.0  # nats per response

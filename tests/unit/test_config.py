@@ -1,0 +1,167 @@
+"""Config loading: YAML + dotted overrides, errors that name the key, the value and what is allowed; every preset loads."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from rewardloop.algorithms.sft import SFTConfig
+from rewardloop.config import ConfigError, ModelConfig, Section, dump_config, load_config, parse_overrides
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+PRESETS = sorted(CONFIGS.glob("*/*.yaml")) + sorted(CONFIGS.glob("*/*.yml"))
+
+
+def error(path=None, overrides=None, cls=SFTConfig) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(cls, path, overrides)
+    return str(info.value)
+
+
+def test_defaults_and_dotted_overrides():
+    cfg = load_config(SFTConfig, None, ["optim.lr=3e-4", "model.path=/some/dir", "steps=7", "gen.stop=[\"\\n\", '##']"])
+    assert cfg.optim.lr == 3e-4 and isinstance(cfg.optim.lr, float)  # YAML 1.1 alone would read "3e-4" as a string
+    assert cfg.model.path == "/some/dir" and cfg.steps == 7
+    assert cfg.gen.stop == ["\n", "##"]
+    assert load_config(SFTConfig).steps == SFTConfig().steps
+
+
+def test_parse_overrides_types():
+    parsed = dict(parse_overrides(["a.b=1", "a.c=1.5", "a.d=1e-5", "a.e=true", "a.f=text", "a.g=", "a.h=null"]))
+    assert parsed == {"a.b": 1, "a.c": 1.5, "a.d": 1e-5, "a.e": True, "a.f": "text", "a.g": "", "a.h": None}
+    assert isinstance(parsed["a.d"], float)
+    for bad in ["novalue", "=3", "a..b=1", "a.=1"]:
+        with pytest.raises(ConfigError, match="key.sub=value"):
+            parse_overrides([bad])
+
+
+def test_override_wins_over_file_and_creates_sections(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 0.01\nsteps: 5\n")
+    cfg = load_config(SFTConfig, path, ["optim.lr=0.02", "model.lora.r=4"])
+    assert (cfg.optim.lr, cfg.steps, cfg.model.lora.r) == (0.02, 5, 4)
+
+
+def test_unknown_key_names_key_value_and_allowed_keys(tmp_path):
+    msg = error(overrides=["optim.lrr=0.1"])
+    assert "optim.lrr" in msg and "0.1" in msg
+    assert "lr" in msg.split("allowed")[1] and "weight_decay" in msg  # the valid keys of the `optim` section
+    msg = error(overrides=["stepz=3"])
+    assert "'stepz'" in msg and "steps" in msg.split("allowed")[1]
+    msg = error(overrides=["model.lora.rank=4"])  # nested optional section
+    assert "model.lora.rank" in msg and "alpha" in msg.split("allowed")[1]
+    path = tmp_path / "typo.yaml"
+    path.write_text("optim:\n  learning_rate: 0.1\n")
+    msg = error(path)
+    assert str(path) in msg and "optim.learning_rate" in msg and "0.1" in msg
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "value", "allowed"),
+    [
+        ("steps=abc", "steps", "'abc'", "valid integer"),
+        ("optim.lr=fast", "optim.lr", "'fast'", "valid number"),
+        ("model.dtype=float8", "model.dtype", "'float8'", "'float32', 'bfloat16' or 'float16'"),
+        ("optim.schedule=step", "optim.schedule", "'step'", "'constant', 'cosine' or 'linear'"),
+        ("run.progress=maybe", "run.progress", "'maybe'", "valid boolean"),
+    ],
+)
+def test_wrong_type_names_key_value_and_allowed(override, key, value, allowed):
+    msg = error(overrides=[override])
+    assert f"{key} = {value}" in msg and allowed in msg
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "allowed"),
+    [
+        ("optim.lr=-1", "optim.lr = -1", "greater than 0"),
+        ("optim.lr=2", "optim.lr = 2", "less than or equal to 1"),
+        ("steps=0", "steps = 0", "greater than or equal to 1"),
+        ("gen.top_p=0", "gen.top_p = 0", "greater than 0"),
+        ("gen.temperature=-0.5", "gen.temperature = -0.5", "greater than or equal to 0"),
+        ("model.lora.dropout=1.0", "model.lora.dropout = 1.0", "less than 1"),
+        ("model.max_length=4", "model.max_length = 4", "greater than or equal to 8"),
+    ],
+)
+def test_out_of_range_names_key_value_and_bound(override, key, allowed):
+    msg = error(overrides=[override])
+    assert key in msg and allowed in msg
+
+
+def test_all_problems_are_reported_at_once():
+    msg = error(overrides=["steps=0", "optim.lr=-1", "bogus=1"])
+    assert "steps = 0" in msg and "optim.lr = -1" in msg and "'bogus'" in msg
+
+
+def test_override_into_a_non_section_is_an_error(tmp_path):
+    assert "steps = {...}: Input should be a valid integer" in error(overrides=["steps.x=1"])
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 5\n")
+    msg = error(path, ["steps.x=1"])
+    assert str(path) in msg and "'steps' is 5, not a section" in msg
+
+
+def test_yaml_file_errors_name_the_file(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    assert str(missing) in error(missing) and "not found" in error(missing)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("optim: {lr: 0.1\nsteps: [\n")
+    msg = error(broken)
+    assert str(broken) in msg and "not valid YAML" in msg
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("- 1\n- 2\n")
+    assert str(scalar) in error(scalar) and "mapping" in error(scalar)
+    bad_value = tmp_path / "bad.yaml"
+    bad_value.write_text("steps: -3\n")
+    msg = error(bad_value)
+    assert str(bad_value) in msg and "steps = -3" in msg
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    assert load_config(SFTConfig, path) == SFTConfig()
+
+
+def test_sections_forbid_unknown_keys_and_validate_assignment():
+    with pytest.raises(ValueError, match="not_a_field"):
+        ModelConfig(not_a_field=1)
+    cfg = ModelConfig()
+    with pytest.raises(ValueError, match="max_length"):
+        cfg.max_length = 2
+    assert issubclass(SFTConfig, Section)
+
+
+def test_dump_config_round_trips(tmp_path):
+    cfg = load_config(SFTConfig, None, ["optim.lr=3e-4", "model.lora.r=4", "gen.stop=[x]"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(SFTConfig, path) == cfg
+
+
+# -- every preset under configs/<command>/ loads with that command's Config class ----------------------------------
+
+
+def command_config_class(command: str):
+    """Config class for ``command`` through the CLI's table: name → (module, config class name, function name)."""
+    from rewardloop.cli import COMMANDS
+
+    assert command in COMMANDS, f"configs/{command}/ has no command in rewardloop.cli.COMMANDS ({sorted(COMMANDS)})"
+    module, class_name = COMMANDS[command][0], COMMANDS[command][1]
+    return getattr(importlib.import_module(module), class_name), list(getattr(COMMANDS[command], "defaults", ()))
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=[f"{p.parent.name}/{p.name}" for p in PRESETS])
+def test_every_preset_loads_with_its_command_config(path):
+    cls, defaults = command_config_class(path.parent.name)
+    cfg = load_config(cls, path, defaults)
+    assert isinstance(cfg, cls)
+
+
+def test_every_configs_folder_is_a_command():
+    from rewardloop.cli import COMMANDS
+
+    folders = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir()) if CONFIGS.exists() else []
+    assert [f for f in folders if f not in COMMANDS] == []
