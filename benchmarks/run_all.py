@@ -414,6 +414,7 @@ def main(argv: list[str] | None = None) -> dict:
             "seconds": round(time.perf_counter() - t0, 1),
             "load_avg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)],
         }
+        (out / "results.partial.json").write_text(json.dumps(results, indent=1))  # survives a crash in a later section
         if not args.quiet:
             print(f"[bench] section {key} done in {results[key]['_meta']['seconds']} s", file=sys.stderr, flush=True)
     from benchmarks.report import targets, write_docs

@@ -36,7 +36,7 @@ COMMANDS: dict[str, Command] = {
     "rlhf": Command("rewardloop.algorithms.rlhf", "RLHFConfig", "train", help="SFT → preferences → RM → PPO → eval"),
     "grpo": Command("rewardloop.algorithms.grpo", "GRPOConfig", "train", help="GRPO / Dr.GRPO / REINFORCE++"),
     "rloo": Command(
-        "rewardloop.algorithms.grpo", "GRPOConfig", "train", ("algo.estimator=rloo",), "RLOO (leave-one-out baseline)"
+        "rewardloop.algorithms.grpo", "GRPOConfig", "train", ("estimator=rloo",), "RLOO (leave-one-out baseline)"
     ),
     "dpo": Command("rewardloop.algorithms.dpo", "DPOConfig", "train", help="direct preference optimisation"),
 }

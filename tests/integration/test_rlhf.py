@@ -48,8 +48,8 @@ def test_rlhf_pipeline_stages_and_resume_skips_finished(tmp_path):
 @pytest.mark.slow
 def test_reward_model_accuracy_and_ensemble_uncertainty_ood(tmp_path):
     cfg = RewardModelConfig(
-        data=PreferenceDataConfig(reviews_pairs=3000, test_size=300),
-        steps=300,
+        data=PreferenceDataConfig(reviews_pairs=2000, test_size=300),
+        steps=200,
         ensemble=3,
         run=RunConfig(root=str(tmp_path), name="rm", progress=False),
     )

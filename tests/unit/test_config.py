@@ -33,7 +33,7 @@ def test_parse_overrides_types():
     assert parsed == {"a.b": 1, "a.c": 1.5, "a.d": 1e-5, "a.e": True, "a.f": "text", "a.g": "", "a.h": None}
     assert isinstance(parsed["a.d"], float)
     for bad in ["novalue", "=3", "a..b=1", "a.=1"]:
-        with pytest.raises(ConfigError, match="key.sub=value"):
+        with pytest.raises(ConfigError, match=r"key\.sub=value"):
             parse_overrides([bad])
 
 

@@ -9,7 +9,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from rewardloop.config import GenerationConfig
-from rewardloop.rollout import generate, sample_next, sequence_logprobs
+from rewardloop.rollout import batched_logprobs, generate, sample_next, sequence_logprobs
 
 # Different lengths, so the batch is left-padded (1 to 7 pad tokens).
 PROMPTS = ["1+2=", "37+48=", "the product is great", "9"]
@@ -73,17 +73,17 @@ def test_greedy_matches_transformers_generate(any_model, tokenizer):
 
 
 def test_eos_stops_one_row_and_matches_transformers(tiny_llama, tokenizer, monkeypatch):
-    # Declare a token that row 0 emits at its 4th step an extra EOS (as a model's generation config may).
+    # Declare a token that row 0 emits at step k (and no other row emits) an extra EOS, as a generation config may.
     full = generate(tiny_llama, tokenizer, PROMPTS, GREEDY)
-    stop_token = full.response_ids[0, 3].item()
-    others = full.response_ids[1:].flatten().tolist()
-    assert stop_token not in full.response_ids[0, :3].tolist() and others.count(stop_token) == 0
+    row0, others = full.response_ids[0].tolist(), full.response_ids[1:].flatten().tolist()
+    k = next(k for k in range(2, 10) if row0[k] not in row0[:k] and row0[k] not in others)
+    stop_token = row0[k]
     monkeypatch.setattr(tiny_llama.generation_config, "eos_token_id", [tokenizer.eos_token_id, stop_token])
 
     out = generate(tiny_llama, tokenizer, PROMPTS, GREEDY)
-    assert out.response_mask[0].tolist() == [1, 1, 1, 1] + [0] * (out.response_ids.shape[1] - 4)
-    assert out.response_ids[0, 3].item() == stop_token  # EOS is part of the response (mask 1)
-    assert (out.response_ids[0, 4:] == tokenizer.pad_token_id).all()
+    assert out.response_mask[0].tolist() == [1] * (k + 1) + [0] * (out.response_ids.shape[1] - k - 1)
+    assert out.response_ids[0, k].item() == stop_token  # EOS is part of the response (mask 1)
+    assert (out.response_ids[0, k + 1 :] == tokenizer.pad_token_id).all()
     assert out.finished.tolist() == [True, False, False, False]
     assert out.response_mask[1:].sum(1).tolist() == [12, 12, 12]  # the other rows go on to max_new_tokens
     assert torch.equal(out.response_ids[1:], full.response_ids[1:])
@@ -101,7 +101,7 @@ def test_stop_string_stops_the_row_and_is_cut_from_the_text(tiny_llama, tokenize
     full = generate(tiny_llama, tokenizer, PROMPTS, GREEDY)
     ids0 = full.response_ids[0].tolist()
     # Stop string: the text of one of row 0's middle tokens (ASCII letters, in no other row's text).
-    candidates = [tokenizer.decode(ids0[i : i + 1]).strip() for i in range(3, 9)]
+    candidates = [tokenizer.decode(ids0[i : i + 1]).strip() for i in range(2, 12)]
     stop = next(s for s in candidates if s.isascii() and s.isalpha() and all(s not in t for t in full.responses[1:]))
     first = next(n for n in range(1, len(ids0) + 1) if stop in tokenizer.decode(ids0[:n]))
 
@@ -132,6 +132,8 @@ def test_logprobs_and_masks_match_teacher_forced_forward(any_model, tokenizer, t
     torch.testing.assert_close(lp[mask], out.logprobs[mask], atol=1e-4, rtol=0)
     assert (out.logprobs[~mask] == 0).all()
     assert (ent[mask] > 0).all()
+    chunked = batched_logprobs(any_model, out.input_ids, out.attention_mask, n, temperature or 1.0, batch_size=3)
+    torch.testing.assert_close(chunked, lp.detach(), atol=1e-5, rtol=0)
 
 
 def test_top_k_one_and_tiny_top_p_equal_greedy(tiny_llama, tokenizer):

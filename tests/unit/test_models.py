@@ -27,6 +27,7 @@ from rewardloop.models import (
     resolve_device,
     save_model,
 )
+from rewardloop.runs import read_metrics
 
 IDS = torch.tensor([[5, 20, 14, 21, 32, 23, 40, 41], [7, 8, 9, 10, 11, 12, 13, 30]])
 
@@ -51,7 +52,7 @@ def test_presets_have_the_advertised_size(name):
 
 
 def test_unknown_preset_lists_the_allowed_ones():
-    with pytest.raises(ValueError, match="llama-1m.*qwen2-30m"):
+    with pytest.raises(ValueError, match=r"llama-1m.*qwen2-30m"):
         preset_config("gpt-1m", vocab_size=10)
 
 
@@ -151,7 +152,7 @@ def base_dir(tmp_path, tokenizer, tiny_model):
 def one_step(model, tok) -> None:
     rows = [{"prompt": f"{a}+{a}=", "completion": str(2 * a)} for a in range(8)]
     batch = collate([tokenize_row(tok, r, 32) for r in rows], tok.pad_token_id, "cpu")
-    opt, sched = make_optimizer(model.parameters(), OptimConfig(lr=1e-2), 1)
+    opt, _ = make_optimizer(model.parameters(), OptimConfig(lr=1e-2), 1)
     nll_loss(model.train(), batch).backward()
     opt.step()
     model.eval()
@@ -184,3 +185,26 @@ def test_lora_trains_only_adapters_and_saves_merged_and_as_adapter(base_dir, tmp
     assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
     reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter)
     torch.testing.assert_close(logits(reloaded), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_sft_with_the_lora_flag_checkpoints_resumes_and_saves_an_adapter(base_dir, tmp_path):
+    pytest.importorskip("peft")
+    cfg = SFTConfig(
+        model=ModelConfig(path=str(base_dir), device="cpu", max_length=32, lora=LoraConfig(r=4, save="adapter")),
+        task=TaskConfig(n_train=16, n_test=4),
+        optim=OptimConfig(lr=1e-2),
+        gen=GenerationConfig(max_new_tokens=3, temperature=0.0),
+        run=RunConfig(root=str(tmp_path / "runs"), name="lora", progress=False),
+        steps=2,
+        batch_size=8,
+        eval_size=4,
+    )
+    first = sft_train(cfg)
+    ckpt = first["run_dir"] / "checkpoints" / "step-0000002" / "policy"
+    assert (ckpt / "adapter_model.safetensors").exists() and not (ckpt / "model.safetensors").exists()
+    adapter_2 = load_file(first["model_dir"] / "adapter_model.safetensors")
+    resumed = sft_train(cfg.model_copy(update={"steps": 3}), resume=True)  # restores the adapter, trains one more
+    adapter_3 = load_file(resumed["model_dir"] / "adapter_model.safetensors")
+    assert [r["step"] for r in read_metrics(resumed["run_dir"]) if "train/loss" in r] == [1, 2, 3]
+    assert resumed["final"]["step"] == 3
+    assert any(not torch.equal(adapter_2[k], adapter_3[k]) for k in adapter_2)

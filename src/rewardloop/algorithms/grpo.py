@@ -35,6 +35,7 @@ from rewardloop.algorithms.common import (
     show,
 )
 from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section
+from rewardloop.diagnostics import check_degeneration, component_shares, emit, sample_table
 from rewardloop.envs.tasks import TaskConfig, load_task
 from rewardloop.models import count_parameters, load_pretrained
 from rewardloop.ops import (
@@ -218,12 +219,14 @@ def join_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
 
 def collect_groups(
     model, tokenizer, next_prompts: Callable[[], list[dict]], reward_fns, weights, cfg: GRPOConfig, generator
-) -> tuple[Rollout, dict[str, float]]:
+) -> tuple[Rollout | None, dict[str, float]]:
     """Step 1. Sample G responses for N prompts and score them; with dynamic sampling, drop groups whose rewards
-    have zero variance and sample more prompts (at most ``max_sampling_tries`` rounds) until N groups are kept."""
+    have zero variance and sample more prompts (at most ``max_sampling_tries`` rounds) until N groups are kept.
+    ``reward/sampled_mean`` is over every sample drawn; the kept batch's own statistics come from rollout_metrics."""
     G, N = cfg.group_size, cfg.prompts_per_step
     kept: list[Rollout] = []
     n_kept, n_groups, n_zero, tries = 0, 0, 0, 0
+    sampled: list[torch.Tensor] = []  # valid rewards of every sample drawn, kept or dropped
     while n_kept < N and tries < (cfg.max_sampling_tries if cfg.dynamic_sampling else 1):
         tries += 1
         ro = collect(
@@ -241,6 +244,7 @@ def collect_groups(
             pen = overlong_penalty(ro.response_lengths, cfg.gen.max_new_tokens, cfg.overlong_buffer, ro.finished)
             ro.extras["components"]["overlong"] = pen.cpu()
             ro.rewards = ro.rewards + cfg.overlong_coef * pen.to(ro.rewards.device) * ro.extras["valid"]
+        sampled.append(ro.rewards[ro.extras["valid"].bool()].cpu())
         zero = zero_variance_groups(ro.rewards, G)  # [N]
         n_groups, n_zero = n_groups + len(zero), n_zero + int(zero.sum())
         if cfg.dynamic_sampling:
@@ -249,12 +253,15 @@ def collect_groups(
         if ro is not None and len(ro):
             kept.append(ro)
             n_kept += len(ro) // G
-    if not kept:  # every group was uninformative in every try: train on nothing this step
-        return None, {"frac_zero_var_groups": n_zero / max(n_groups, 1), "sampling_tries": tries}
-    return join_rollouts(kept, tokenizer.pad_token_id), {
+    all_r = torch.cat(sampled)
+    stats = {
         "frac_zero_var_groups": n_zero / max(n_groups, 1),
         "sampling_tries": tries,
+        "reward/sampled_mean": all_r.mean().item() if len(all_r) else float("nan"),
     }
+    if not kept:  # every group was uninformative in every try: nothing to train on this step
+        return None, stats
+    return join_rollouts(kept, tokenizer.pad_token_id), stats
 
 
 @torch.no_grad()
@@ -304,7 +311,7 @@ def update(model, opt, sched, ro: Rollout, est: dict[str, torch.Tensor], cfg: GR
             loss, s = pg_loss(logp, est["old_logp"][idx], est["adv"][idx], mask, cfg, ref, ent)
             loss.backward()
             s |= {
-                "loss": loss.item(),
+                "loss/total": loss.item(),
                 "entropy": masked_mean(ent.detach(), mask).item(),
                 "grad_norm": clip_and_step(model, opt, sched, cfg.optim.max_grad_norm),
             }
@@ -314,14 +321,15 @@ def update(model, opt, sched, ro: Rollout, est: dict[str, torch.Tensor], cfg: GR
 
 
 def rollout_metrics(ro: Rollout, est: dict[str, torch.Tensor], task_name: str | None) -> dict[str, float]:
-    """Reward mean/std, per-component means, accuracy (task reward ≥ 1), KL to the reference, response length."""
+    """Training-batch reward mean/std, per-component means, accuracy (task reward ≥ 1), KL to the reference,
+    response length (names as diagnostics.check_degeneration reads them)."""
     valid = ro.extras["valid"].bool()
     r = ro.rewards[valid] if valid.any() else ro.rewards
     out = {
         "reward/mean": r.mean().item(),
         "reward/std": r.std().item() if len(r) > 1 else 0.0,
         "reward/errors": len(ro.extras["reward_errors"]),
-        "response_length": ro.response_lengths.float().mean().item(),
+        "response/length": ro.response_lengths.float().mean().item(),
         "frac_truncated": (~ro.finished.bool()).float().mean().item(),
         "adv/abs_mean": masked_mean(est["adv"].abs(), est["mask"]).item(),
     }
@@ -330,25 +338,8 @@ def rollout_metrics(ro: Rollout, est: dict[str, torch.Tensor], task_name: str | 
     if task_name in ro.extras["components"]:
         out["train/accuracy"] = (ro.extras["components"][task_name] >= 1.0).float().mean().item()
     if est["ref_logp"] is not None:
-        out["kl_ref"] = masked_mean(est["kl"], est["mask"]).item()
+        out["kl"] = masked_mean(est["kl"], est["mask"]).item()  # k1 estimate of KL(π_old ‖ π_ref)
     return out
-
-
-def sample_rows(ro: Rollout, adv: torch.Tensor, n: int) -> list[dict[str, Any]]:
-    """The first ``n`` samples as table rows for samples.jsonl."""
-    rows = []
-    for i in range(min(n, len(ro))):
-        comps = {k: float(v[i]) for k, v in ro.extras["components"].items()}
-        rows.append(
-            {
-                "prompt": ro.prompts[i],
-                "response": ro.responses[i],
-                "reward": float(ro.rewards[i]),
-                "advantage": float(adv[i][ro.response_mask[i].bool()].mean()) if ro.response_mask[i].any() else 0.0,
-                "components": comps,
-            }
-        )
-    return rows
 
 
 def train(cfg: GRPOConfig, resume: bool = False) -> dict[str, Any]:
@@ -385,6 +376,8 @@ def train(cfg: GRPOConfig, resume: bool = False) -> dict[str, Any]:
     if step == 0:
         history["initial"] = run.log(0, evaluate() | {"params": count_parameters(model)})
     bar = progress(cfg.steps, step, cfg.estimator, cfg.run.progress)
+    recent: list[dict] = []  # recent step metrics, for the degeneration warnings
+    warned: dict[str, int] = {}
     while step < cfg.steps:
         # 1. Collect: N prompts × G samples, scored (dynamic sampling refills zero-variance groups).
         t0 = time.perf_counter()
@@ -406,11 +399,16 @@ def train(cfg: GRPOConfig, resume: bool = False) -> dict[str, Any]:
         # 4. Evaluate, log, samples, checkpoint.
         if step % cfg.eval_every == 0 or step == cfg.steps:
             row |= evaluate()
-        if ro is not None and cfg.n_samples and (step % cfg.samples_every == 0 or step == 1):
-            run.log_samples(step, sample_rows(ro, est["adv"], cfg.n_samples))
+        if ro is not None:
+            row |= component_shares(ro.extras["components"], ro.extras["valid"])
+            emit(check_degeneration(row, recent, n_samples=len(ro)), step, warned)
+            recent = [*recent, row][-50:]
+            if cfg.n_samples and (step % cfg.samples_every == 0 or step == 1):
+                seq_adv = masked_mean(est["adv"], est["mask"], dim=1)  # [B] mean advantage per sequence
+                run.log_samples(step, sample_table(ro, k=max(1, cfg.n_samples // 2), extra={"advantage": seq_adv}))
         if step % cfg.run.log_every == 0 or "eval/accuracy" in row:
             row = run.log(step, row)
-        show(bar, row, ("reward/mean", "eval/accuracy", "frac_zero_var_groups"))
+        show(bar, row, ("reward/sampled_mean", "eval/accuracy", "frac_zero_var_groups"))
         bar.update(1)
         if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.steps:
             state = {"scheduler": sched.state_dict(), "data_rng": rng.getstate(), "history": history}

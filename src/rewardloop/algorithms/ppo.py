@@ -387,7 +387,7 @@ def train(cfg: PPOConfig, resume: bool = False) -> dict[str, Any]:
         token_rewards = token_rewards.to(device) if token_rewards is not None else None
         rewards = shape_rewards(score, kl, mask, beta, token_rewards)
         advantages, returns = packed_gae(rewards, old_values * mask, mask, cfg.gamma, cfg.lam)
-        adv_mean, adv_std = masked_mean(advantages, mask), masked_var(advantages, mask).sqrt()
+        advantages_raw = advantages
         if cfg.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
         # 6. Update: epochs × minibatches × micro-batches; early stop when approx-KL passes target_kl.
@@ -398,37 +398,10 @@ def train(cfg: PPOConfig, resume: bool = False) -> dict[str, Any]:
         seq_kl = float(kl.sum(1)[valid].mean()) if valid.any() else 0.0
         if cfg.adaptive_kl:
             beta = adaptive_kl_update(beta, seq_kl, cfg.kl_target, cfg.kl_horizon, cfg.batch_size)
-        lengths = rollout.response_mask.sum(1).float()
-        n_tokens = int(rollout.attention_mask.sum())
-        raw = rollout.rewards[valid.to(rollout.rewards.device)].float()
-        row = {
-            "reward/mean": float(raw.mean()) if raw.numel() else float("nan"),
-            "reward/std": float(raw.std()) if raw.numel() > 1 else 0.0,
-            "score/mean": float(score[valid].mean()) if valid.any() else float("nan"),
-            "kl": float(masked_mean(kl, mask)),
-            "kl/seq": seq_kl,
-            "kl_coef": beta,
-            "advantages/mean": float(adv_mean),
-            "advantages/std": float(adv_std),
-            "returns/mean": float(masked_mean(returns, mask)),
-            "values/mean": float(masked_mean(old_values, mask)),
-            "explained_variance": explained_variance(old_values, returns, mask),
-            "response/length": float(lengths.mean()),
-            "response/finished": float(rollout.finished.float().mean()),
-            "reward_errors": len(rollout.extras.get("reward_errors", [])),
-            "valid_fraction": float(valid.float().mean()),
-            "debug/sampler_logprob_diff": float(((rollout.logprobs.to(device) - old_logp).abs() * mask).max()),
-            "tokens_per_s": n_tokens / max(t_train - t0, 1e-9),
-            "gen_tokens_per_s": float(lengths.sum()) / max(t_gen - t0, 1e-9),
-            "time/generate": t_gen - t0,
-            "time/score": t_score - t_gen,
-            "time/value": t_value - t_score,
-            "time/reference": t_ref - t_value,
-            "time/train": t_train - t_ref,
-            "lr": opts["policy"][1].get_last_lr()[0],
-            **stats,
-            **diagnostics.component_shares(rollout.extras.get("components", {}), valid),
-        }
+        times = {"generate": t_gen - t0, "score": t_score - t_gen, "value": t_value - t_score,
+                 "reference": t_ref - t_value, "train": t_train - t_ref}  # fmt: skip
+        row = step_metrics(rollout, valid, score, kl, mask, advantages_raw, returns, old_values, old_logp, times)
+        row |= {"kl_coef": beta, "lr": opts["policy"][1].get_last_lr()[0], **stats}
         if rm:
             row |= {"rm/score": float(rm["mean"].mean()), "rm/std": float(rm["std"].mean())}
         if step % cfg.eval_every == 0 or step == cfg.steps:
@@ -460,6 +433,35 @@ def train(cfg: PPOConfig, resume: bool = False) -> dict[str, Any]:
     value_dir = run.save_final("value", critic, tok)
     return {"run_dir": run.path, "model_dir": model_dir, "value_dir": value_dir, "initial": history.get("initial"),
             "final": final}  # fmt: skip
+
+
+def step_metrics(rollout, valid, score, kl, mask, advantages, returns, old_values, old_logp, times) -> dict[str, Any]:
+    """The per-step metrics of docs/algorithms/ppo.md from one batch (all tensors [B] or [B, R])."""
+    device = mask.device
+    lengths = rollout.response_mask.sum(1).float()
+    raw = rollout.rewards[valid.to(rollout.rewards.device)].float()
+    total = sum(times.values())
+    return {
+        "reward/mean": float(raw.mean()) if raw.numel() else float("nan"),
+        "reward/std": float(raw.std()) if raw.numel() > 1 else 0.0,
+        "score/mean": float(score[valid].mean()) if valid.any() else float("nan"),
+        "kl": float(masked_mean(kl, mask)),
+        "kl/seq": float(kl.sum(1)[valid].mean()) if valid.any() else 0.0,
+        "advantages/mean": float(masked_mean(advantages, mask)),
+        "advantages/std": float(masked_var(advantages, mask).sqrt()),
+        "returns/mean": float(masked_mean(returns, mask)),
+        "values/mean": float(masked_mean(old_values, mask)),
+        "explained_variance": explained_variance(old_values, returns, mask),
+        "response/length": float(lengths.mean()),
+        "response/finished": float(rollout.finished.float().mean()),
+        "reward_errors": len(rollout.extras.get("reward_errors", [])),
+        "valid_fraction": float(valid.float().mean()),
+        "debug/sampler_logprob_diff": float(((rollout.logprobs.to(device) - old_logp).abs() * mask).max()),
+        "tokens_per_s": int(rollout.attention_mask.sum()) / max(total, 1e-9),
+        "gen_tokens_per_s": float(lengths.sum()) / max(times["generate"], 1e-9),
+        **{f"time/{k}": v for k, v in times.items()},
+        **diagnostics.component_shares(rollout.extras.get("components", {}), valid),
+    }
 
 
 def update(cfg: PPOConfig, policy, critic, opts, rollout, old_logp, old_values, advantages, returns, mask, temperature):

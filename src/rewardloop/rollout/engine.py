@@ -79,7 +79,8 @@ def _cut_at_stop(text: str, stops: list[str]) -> str:
 
 def _cache_kwarg(model) -> str:
     """transformers ≥ 5.2x names the KV cache argument ``cache``; older releases ``past_key_values``."""
-    params = inspect.signature(model.forward).parameters
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wraps forward(*args, **kw)
+    params = inspect.signature(base.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
