@@ -6,6 +6,7 @@ Session-scoped objects are shared by every test: never train or mutate them in p
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
@@ -13,6 +14,11 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
 from rewardloop.models import build_tokenizer, preset_config
+
+# One intra-op thread: the tiny test models gain little from a second one, and OpenMP threads spin-waiting for a
+# core that other processes hold make a busy 2-core machine many times slower (measured under load ≈10:
+# tests/unit/test_generation.py took 81 s with 2 threads, 2 s with 1). REWARDLOOP_TEST_THREADS overrides it.
+torch.set_num_threads(int(os.environ.get("REWARDLOOP_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="session")

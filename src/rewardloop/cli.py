@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, cmd in COMMANDS.items():
         p = sub.add_parser(name, help=cmd.help)
         p.add_argument("--config", "-c", help="YAML config (see configs/)")
-        p.add_argument("--resume", action="store_true", help="continue the run in run.root/run.name from its checkpoint")
+        p.add_argument(
+            "--resume", action="store_true", help="continue the run in run.root/run.name from its checkpoint"
+        )
         p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=3e-4 model.path=/some/dir")
     q = sub.add_parser("quickstart", help="tokenizer + tiny model → SFT → PPO on arithmetic, in minutes on a CPU")
     q.add_argument("overrides", nargs="*", help="dotted overrides of the quickstart config, e.g. sft.steps=200")

@@ -151,3 +151,14 @@ def test_grpo_raises_arithmetic_accuracy_over_sft(tmp_path, sft_arithmetic):
     before, after = out["initial"]["eval/accuracy"], out["final"]["eval/accuracy"]
     print(f"GRPO arithmetic: greedy test accuracy {before:.3f} (SFT) -> {after:.3f} (GRPO, 40 steps)")
     assert after >= before + 0.05
+
+
+def test_code_preset_runs_end_to_end(tmp_path):
+    # The `code` preset on a tiny random model: generation → sandboxed unit tests → advantages → update.
+    overrides = ["steps=1", "prompts_per_step=2", "group_size=2", "gen.max_new_tokens=12", "eval_gen.max_new_tokens=12"]
+    overrides += ["eval_size=2", f"run.root={tmp_path}", "run.name=code", "run.progress=false"]
+    out = train(load_config(GRPOConfig, CONFIGS / "grpo" / "code.yaml", overrides))
+    row = [r for r in read_metrics(out["run_dir"]) if "reward/mean" in r][0]
+    assert row["reward/task"] == 0.0  # random tokens pass no unit test
+    assert "reward/has_return" in row and row["reward/errors"] == 0
+    assert out["final"]["eval/accuracy"] == 0.0

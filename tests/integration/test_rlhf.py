@@ -71,8 +71,9 @@ def test_reward_model_accuracy_and_ensemble_uncertainty_ood(tmp_path):
 
 @pytest.mark.slow
 def test_rlhf_reviews_beats_sft_with_bounded_kl(tmp_path):
+    overrides = ["sft.steps=400", "pairs.n_policy=600", "pairs.n_templates=1000", "reward.steps=250"]
     cfg = load_config(RLHFConfig, "configs/rlhf/reviews.yaml", [f"run.root={tmp_path}", "run.name=rl",
-                                                                "run.progress=false"])  # fmt: skip
+                                                                "run.progress=false", *overrides])  # fmt: skip
     res = run(cfg)
     ev = res["eval"]
     print({k: v for k, v in ev.items() if k != "examples"}, "rm accuracy", res["reward"]["accuracy"])

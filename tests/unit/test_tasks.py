@@ -145,7 +145,7 @@ def test_load_task_dataset_with_test_file_and_plugin_reward(tmp_path):
 
 
 def test_dataset_task_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match="task.path"):
+    with pytest.raises(ConfigError, match=r"task\.path"):
         load_config(TaskConfig, None, ["name=dataset"])
     with pytest.raises(ConfigError, match="'arithmetic', 'reviews', 'code' or 'dataset'"):
         load_config(TaskConfig, None, ["name=poetry"])

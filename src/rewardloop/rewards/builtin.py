@@ -46,6 +46,18 @@ def numeric_match(
     return out
 
 
+def numeric_closeness(
+    prompts: list[Any], completions: list[str], *, answer: list[Any], scale: float = 10.0, **_: Any
+) -> list[float]:
+    """Partial credit max(0, 1 − |x − answer| / scale) for the last number x in the completion (0 without one):
+    a dense shaping term next to an exact-match reward."""
+    out = []
+    for c, a in zip(completions, answer, strict=True):
+        found = _NUMBER.findall(c.replace(",", ""))
+        out.append(max(0.0, 1.0 - abs(float(found[-1]) - float(str(a).replace(",", ""))) / scale) if found else 0.0)
+    return out
+
+
 def regex_format(
     prompts: list[Any], completions: list[str], *, pattern: str = r"-?\d+", search: bool = False, **_: Any
 ) -> list[float]:

@@ -25,6 +25,7 @@ BUILTIN_REWARDS: dict[str, str] = {
     "code_tests": "rewardloop.rewards.sandbox:code_tests_reward",
     "exact_answer": "rewardloop.rewards.builtin:exact_answer",
     "numeric_match": "rewardloop.rewards.builtin:numeric_match",
+    "numeric_closeness": "rewardloop.rewards.builtin:numeric_closeness",
     "regex_format": "rewardloop.rewards.builtin:regex_format",
     "length_penalty": "rewardloop.rewards.builtin:length_penalty",
     "repetition_penalty": "rewardloop.rewards.builtin:repetition_penalty",
