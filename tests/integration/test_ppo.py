@@ -214,3 +214,28 @@ def test_ppo_arithmetic_from_sft_stays_leashed_and_critic_learns(tmp_path, sft_m
     assert 0.0 < metrics[-1]["kl"] < 1.0
     ev_first, ev_last = metrics[0]["explained_variance"], sum(r["explained_variance"] for r in metrics[-5:]) / 5
     assert ev_last > ev_first  # the critic learns from a random head toward the returns
+
+
+def test_ppo_with_reward_model_ensemble_logs_uncertainty(tmp_path):
+    from rewardloop.models import load_pretrained
+    from rewardloop.models.value_head import ValueModel
+
+    torch.manual_seed(0)
+    for k in range(2):  # two differently initialised (untrained) reward heads form an ensemble directory
+        lm, tok = load_pretrained(ModelConfig(preset="llama-1m", device="cpu", max_length=32))
+        rm = ValueModel(lm, kind="reward", stats={"mean": 0.0, "std": 1.0})
+        rm.save_pretrained(tmp_path / "rm" / f"reward-{k}")
+        tok.save_pretrained(tmp_path / "rm" / f"reward-{k}")
+    (tmp_path / "rm" / "ensemble.json").write_text(json.dumps({"members": ["reward-0", "reward-1"]}))
+    reward = RewardSourceConfig(model=str(tmp_path / "rm"), uncertainty_penalty=1.0)
+    res = train(tiny_cfg(tmp_path, "ens", steps=1, reward=reward))
+    last = rows(res["run_dir"])[-1]
+    assert last["rm/std"] > 0 and math.isfinite(last["rm/score"])
+    # reward = mean − λ·std, so it sits below the ensemble mean
+    assert last["reward/mean"] < last["rm/score"]
+
+
+def test_ppo_with_task_rows_as_environment(tmp_path):
+    res = train(tiny_cfg(tmp_path, "taskenv", steps=1, reward=RewardSourceConfig(env="task")))
+    last = rows(res["run_dir"])[-1]
+    assert 0.0 <= last["reward/mean"] <= 1.0 and math.isfinite(last["loss/value"])

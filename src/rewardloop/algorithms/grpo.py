@@ -346,7 +346,7 @@ def train(cfg: GRPOConfig, resume: bool = False) -> dict[str, Any]:
     """Run GRPO / Dr.GRPO / RLOO / REINFORCE++; returns {"run_dir", "model_dir", "initial", "final"} (eval metrics)."""
     # 0. Set-up: seed, run directory, policy, frozen reference, task, rewards, optimizer, resume.
     seed_everything(cfg.run.seed)
-    run = RunDir.open(cfg.run, cfg.estimator if cfg.estimator != "grpo" else "grpo", cfg, resume=resume)
+    run = RunDir.open(cfg.run, cfg.estimator, cfg, resume=resume)
     model, tokenizer = load_pretrained(cfg.model)
     device = next(model.parameters()).device
     needs_ref = cfg.kl_coef > 0 or (cfg.estimator == "reinforce_pp" and cfg.kl_reward_coef > 0)
