@@ -15,6 +15,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 RESULT_MARK = "BENCH_RESULT "
@@ -59,16 +60,33 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def clock() -> float:
+    """The benchmark clock: wall time, or this process's CPU time when BENCH_CLOCK=cpu.
+
+    CPU time (with one torch thread) is what a side costs regardless of other jobs on a shared machine; wall time with
+    several threads on busy cores mostly measures the scheduler (threads wait for each other at every parallel op).
+    """
+    return time.process_time() if os.environ.get("BENCH_CLOCK") == "cpu" else time.perf_counter()
+
+
+def patch_module_clock(module) -> None:
+    """Make ``module``'s ``time.perf_counter()`` calls read ``clock()`` (used on rewardloop's algorithms, which log
+    their phase times with time.perf_counter)."""
+    if os.environ.get("BENCH_CLOCK") == "cpu" and hasattr(module, "time"):
+        module.time = SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("_")})
+        module.time.perf_counter = time.process_time
+
+
 def timed(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> tuple[float, Any]:
-    """Median wall seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs; returns (seconds, last result)."""
+    """Median ``clock()`` seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs; returns (seconds, result)."""
     out = None
     for _ in range(warmup):
         out = fn()
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         out = fn()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return statistics.median(times), out
 
 

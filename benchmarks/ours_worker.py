@@ -11,7 +11,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks.common import emit, read_spec, setup_torch
+from benchmarks.common import emit, patch_module_clock, peak_rss_mb, read_spec, setup_torch
+
+TRAINING_PEAK: list[float] = []
+
+
+def record_peak_before_saving() -> None:
+    """Peak RSS of training alone: read it when the first checkpoint starts (``train`` always writes one at the
+    last step, and serialising the optimizer state adds copies; the TRL workers run with save_strategy='no')."""
+    from rewardloop.runs import RunDir
+
+    for name in ("save_checkpoint", "save_final"):
+        original = getattr(RunDir, name)
+
+        def wrapped(self, *args, _original=original, **kwargs):
+            if not TRAINING_PEAK:
+                TRAINING_PEAK.append(peak_rss_mb())
+            return _original(self, *args, **kwargs)
+
+        setattr(RunDir, name, wrapped)
 
 
 def common_sections(spec: dict) -> dict:
@@ -30,7 +48,10 @@ def common_sections(spec: dict) -> dict:
 
 
 def run_grpo(spec: dict) -> dict:
+    from rewardloop.algorithms import grpo
     from rewardloop.algorithms.grpo import GRPOConfig, train
+
+    patch_module_clock(grpo)
 
     cfg = GRPOConfig(
         **common_sections(spec),
@@ -44,7 +65,10 @@ def run_grpo(spec: dict) -> dict:
 
 
 def run_ppo(spec: dict) -> dict:
+    from rewardloop.algorithms import ppo
     from rewardloop.algorithms.ppo import PPOConfig, RewardSourceConfig, train
+
+    patch_module_clock(ppo)
 
     reward = RewardSourceConfig(model=spec["reward_dir"]) if spec.get("reward_dir") else RewardSourceConfig()
     B = spec["batch_size"]
@@ -77,6 +101,7 @@ def phase_times(rows: list[dict]) -> dict[str, list[float]]:
 def main() -> None:
     spec = read_spec()
     setup_torch(spec.get("threads"), spec["seed"])
+    record_peak_before_saving()
     result = run_grpo(spec) if spec["algo"] == "grpo" else run_ppo(spec)
     rows = [json.loads(line) for line in (Path(result["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if r["step"] > 0 and any(k.startswith("time/") for k in r)]
@@ -96,6 +121,8 @@ def main() -> None:
             "rewards": rewards,
             "response_tokens": [r.get("response_length", r.get("response/length")) for r in steps],
             "curve": curve,
+            "peak_rss_mb": round(TRAINING_PEAK[0] if TRAINING_PEAK else peak_rss_mb(), 1),
+            "peak_rss_mb_with_checkpoint": round(peak_rss_mb(), 1),
         }
     )
 

@@ -99,7 +99,7 @@ def _header(res: dict, key: str) -> str:
     load = meta.get("load_avg_1m")
     return (
         f"_Command: `{res['command']}` ({res['mode']} mode) · {res['date']} · {m['cpu']}, {m['cores']} cores, "
-        f"torch {m['torch']} ({m['torch_threads']} threads) · section time {meta.get('seconds', '—')} s · "
+        f"torch {m['torch']} ({m['torch_threads']} threads) · {res.get('clock', 'wall')} clock · section time {meta.get('seconds', '—')} s · "
         f"1-min load average before/after {load}_\n\n"
     )
 
@@ -145,7 +145,8 @@ def block_b(res: dict) -> str:
             rows.append([name, side["seconds_per_step"], side["items_per_s"], side["peak_rss_mb"], last])
         out.append(
             f"**{preset}** — {b['N']} prompts × {b['G']} generations, {b['L']} new tokens, β = 0.04, "
-            f"lr 1e-5, fp32, {b['steps']} steps (first step is warm-up and not in the median)\n\n"
+            f"lr 1e-5, fp32, {b['steps']} steps (first step is warm-up and not in the median); peak RSS of the worker "
+            "process up to the end of training (rewardloop's final checkpoint write is excluded: TRL saves nothing)\n\n"
             + table(["side", "s/step", "completions/s", "peak RSS MiB", "reward at last step"], rows)
         )
     return "\n".join(out)

@@ -6,11 +6,9 @@ Spec: {"sizes": [512, 1024, 2048], "seconds": 1.0, "threads"}. For each dtype th
 
 from __future__ import annotations
 
-import time
-
 import torch
 
-from benchmarks.common import emit, read_spec, setup_torch
+from benchmarks.common import clock, emit, read_spec, setup_torch
 
 
 def matmul_gflops(n: int, dtype: torch.dtype, seconds: float) -> float:
@@ -19,8 +17,8 @@ def matmul_gflops(n: int, dtype: torch.dtype, seconds: float) -> float:
     out = torch.empty(n, n, dtype=dtype)
     for _ in range(2):
         torch.matmul(a, b, out=out)
-    reps, t0 = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - t0) < seconds:
+    reps, t0 = 0, clock()
+    while (elapsed := clock() - t0) < seconds:
         torch.matmul(a, b, out=out)
         reps += 1
     return 2 * n**3 * reps / elapsed / 1e9

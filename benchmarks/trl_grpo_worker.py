@@ -11,7 +11,6 @@ outside that window and is not counted.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -19,7 +18,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from benchmarks.common import emit, exact_match, read_spec, setup_torch
+from benchmarks.common import clock, emit, exact_match, read_spec, setup_torch
 
 
 @torch.no_grad()
@@ -49,10 +48,10 @@ class Clock(TrainerCallback):
         self._t0 = 0.0
 
     def on_step_begin(self, args, state, control, **kw):
-        self._t0 = time.perf_counter()
+        self._t0 = clock()
 
     def on_step_end(self, args, state, control, model=None, **kw):
-        self.step_times.append(time.perf_counter() - self._t0)
+        self.step_times.append(clock() - self._t0)
         if self.eval_every and state.global_step % self.eval_every == 0:
             self.evaluate(model, state.global_step)
 

@@ -9,7 +9,6 @@ fp32, CPU. Update time = wall time between consecutive ``on_step_end`` callbacks
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -17,7 +16,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-from benchmarks.common import emit, read_spec, setup_torch
+from benchmarks.common import clock, emit, read_spec, setup_torch
 
 
 class Clock(TrainerCallback):
@@ -28,10 +27,10 @@ class Clock(TrainerCallback):
         self._last = 0.0
 
     def on_train_begin(self, args, state, control, **kw):
-        self._last = time.perf_counter()
+        self._last = clock()
 
     def on_step_end(self, args, state, control, **kw):
-        now = time.perf_counter()
+        now = clock()
         self.update_times.append(now - self._last)
         self._last = now
 

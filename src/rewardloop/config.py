@@ -142,9 +142,22 @@ def format_validation_error(err: ValidationError, source: str, cls: type[BaseMod
     return "\n".join(lines)
 
 
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Read YAML ``path`` (optional), apply dotted ``overrides`` and validate into ``cls``."""
-    data: dict[str, Any] = {}
+    # Start from the class's own defaults, so a file or override that sets one field of a section keeps the
+    # config's defaults for the section's other fields (not the section class's bare defaults).
+    data: dict[str, Any] = cls().model_dump(mode="json")
     source = "defaults"
     if path is not None:
         source = str(path)
@@ -158,7 +171,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(loaded).__name__}")
-        data = loaded or {}
+        data = _deep_merge(data, loaded or {})
     for key, value in parse_overrides(overrides or []):
         _set_dotted(data, key, value, f"{source} + override {key}={value!r}")
     if overrides:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from rewardloop.algorithms.ppo import PPOConfig
+from rewardloop.algorithms.ppo import PPOConfig, RewardSourceConfig
 from rewardloop.algorithms.sft import SFTConfig
 from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section, load_config
 from rewardloop.envs.tasks import TaskConfig
@@ -36,11 +36,21 @@ class QuickstartConfig(Section):
         eval_every=200,
     )
     ppo: PPOConfig = PPOConfig(
+        model=ModelConfig(max_length=32),
         task=TASK,
+        reward=RewardSourceConfig(functions=["exact_match"]),
         gen=GenerationConfig(max_new_tokens=6, temperature=1.0),
         eval_gen=GenerationConfig(max_new_tokens=6, temperature=0.0),
+        optim=OptimConfig(lr=1e-4, warmup_steps=5),
+        critic_optim=OptimConfig(lr=1e-3, warmup_steps=5),
         steps=40,
         batch_size=64,
+        mini_batch_size=32,
+        micro_batch_size=32,
+        epochs=2,
+        lam=1.0,
+        kl_coef=0.02,
+        target_kl=0.1,
         eval_every=10,
     )
 

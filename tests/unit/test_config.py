@@ -96,7 +96,7 @@ def test_all_problems_are_reported_at_once():
 
 
 def test_override_into_a_non_section_is_an_error(tmp_path):
-    assert "steps = {...}: Input should be a valid integer" in error(overrides=["steps.x=1"])
+    assert "cannot set 'steps.x': 'steps' is 800, not a section" in error(overrides=["steps.x=1"])
     path = tmp_path / "c.yaml"
     path.write_text("steps: 5\n")
     msg = error(path, ["steps.x=1"])
@@ -165,3 +165,15 @@ def test_every_configs_folder_is_a_command():
 
     folders = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir()) if CONFIGS.exists() else []
     assert [f for f in folders if f not in COMMANDS] == []
+
+
+def test_setting_one_field_keeps_the_configs_other_section_defaults(tmp_path):
+    """SFTConfig's optim default (cosine, warm-up 50) must survive `optim.lr=...` from a file or an override."""
+    from rewardloop.algorithms.sft import SFTConfig
+
+    cfg = load_config(SFTConfig, None, ["optim.lr=1e-3"])
+    assert cfg.optim.lr == 1e-3 and cfg.optim.schedule == "cosine" and cfg.optim.warmup_steps == 50
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 0.002\n")
+    cfg = load_config(SFTConfig, path)
+    assert cfg.optim.lr == 0.002 and cfg.optim.schedule == "cosine"

@@ -23,6 +23,10 @@ class TaskConfig(Section):
     n_test: int = Field(200, ge=1)
     digits: tuple[int, int] = Field((1, 2), description="arithmetic: min/max operand digits")
     ops: list[str] = Field(default_factory=lambda: ["+"], description="arithmetic: operators from + - *")
+    demo_error: float = Field(
+        0.0, ge=0.0, le=1.0, description="arithmetic: chance a training demonstration forgets its carries"
+    )
+    demos_per_problem: int = Field(1, ge=1, description="arithmetic: demonstrations per training problem")
     path: str | None = Field(None, description="dataset: train file (JSONL/JSON/Parquet) or hf:NAME[:SPLIT]")
     test_path: str | None = Field(None, description="dataset: test file; default: the last n_test rows of `path`")
     reward: str | None = Field(None, description="reward name or plug-in path; default: the task's own")
@@ -48,7 +52,8 @@ class Task:
 
 
 def _from_examples(examples) -> list[dict[str, Any]]:
-    return [{"prompt": e.prompt, "completion": e.answer, "answer": e.answer, **e.columns} for e in examples]
+    # a row's own "completion" column (e.g. a noisy demonstration) overrides the reference answer for SFT
+    return [{"prompt": e.prompt, "answer": e.answer, "completion": e.answer, **e.columns} for e in examples]
 
 
 def load_task(cfg: TaskConfig, kind: str = "prompt", tokenizer=None, max_length: int | None = None) -> Task:
@@ -56,7 +61,9 @@ def load_task(cfg: TaskConfig, kind: str = "prompt", tokenizer=None, max_length:
     if cfg.name == "arithmetic":
         from rewardloop.envs.arithmetic import exact_match, make_arithmetic_splits
 
-        train, test = make_arithmetic_splits(cfg.seed, cfg.n_train, cfg.n_test, tuple(cfg.digits), tuple(cfg.ops))
+        train, test = make_arithmetic_splits(
+            cfg.seed, cfg.n_train, cfg.n_test, tuple(cfg.digits), tuple(cfg.ops), cfg.demo_error, cfg.demos_per_problem
+        )
         rows_train, rows_test, reward = _from_examples(train), _from_examples(test), exact_match
     elif cfg.name == "reviews":
         from rewardloop.envs.reviews import make_reviews_splits, reviews_reward
