@@ -259,7 +259,11 @@ def block_targets(res: dict) -> str:
         ]
         for t in res["targets"]
     ]
-    return table(["target", "measured", "threshold", ""], rows) if rows else "No target measured in this run.\n"
+    if not rows:
+        return "No target measured.\n"
+    return "Each ratio from the latest run of its section (tables below).\n\n" + table(
+        ["target", "measured", "threshold", ""], rows
+    )
 
 
 def plot_learning(e: dict, img_dir: Path) -> str | None:

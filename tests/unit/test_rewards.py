@@ -19,6 +19,7 @@ from rewardloop.rewards import (
     engagement_score,
     exact_answer,
     length_penalty,
+    numeric_closeness,
     numeric_match,
     regex_format,
     repetition_penalty,
@@ -37,6 +38,8 @@ def test_exact_and_numeric_answer_match():
         ["q"] * 5, ["The answer is 85.", "85.0", "8 then 1,000", "none", "-3"], answer=[85, "85", 1000, 1, -3]
     )
     assert got == [1.0, 1.0, 1.0, 0.0, 1.0]
+    # partial credit 1 − |x − a| / scale: 85 → 1, 83 → 0.6, 95 → 0, no number → 0
+    assert numeric_closeness(["q"] * 4, ["85", "83", "95", "x"], answer=[85] * 4, scale=5) == [1.0, 0.6, 0.0, 0.0]
 
 
 def test_regex_format_length_and_repetition():

@@ -236,9 +236,8 @@ def _train_member(cfg: RewardModelConfig, run: RunDir, k: int, train_rows, test_
             state = run.load_checkpoint(ckpt, {"reward": model}, {"reward": opt})
             step = state["step"]
             sched.load_state_dict(state["scheduler"])
-            rng.setstate(_tuple(state["data_rng"]))
     bar = progress(cfg.steps, step, f"reward {k + 1}/{cfg.ensemble}", cfg.run.progress)
-    order = batches(len(rows), min(cfg.batch_size, len(rows)), rng)
+    order = batches(len(rows), min(cfg.batch_size, len(rows)), rng, skip=step)  # resume: replay the data order
     model.train()
     offset = k * cfg.steps  # metrics.jsonl steps keep increasing across members
     while step < cfg.steps:
@@ -258,7 +257,7 @@ def _train_member(cfg: RewardModelConfig, run: RunDir, k: int, train_rows, test_
         show(bar, row, ("train/loss", "eval/accuracy"))
         bar.update(1)
         if cfg.run.save_every and step % cfg.run.save_every == 0 and step < cfg.steps:
-            state = {"member": k, "scheduler": sched.state_dict(), "data_rng": rng.getstate()}
+            state = {"member": k, "scheduler": sched.state_dict()}
             run.save_checkpoint(step, {"reward": (model, tok)}, {"reward": opt}, state)
     bar.close()
     # 4. Normalisation statistics over the training responses (chosen and rejected), saved with the model.
@@ -300,7 +299,3 @@ def train(cfg: RewardModelConfig, resume: bool = False) -> dict[str, Any]:
     summary = {"accuracy": sum(acc) / len(acc), "member_accuracy": acc, "n_train": len(train_rows)}
     run.log(cfg.ensemble * cfg.steps, {"final/" + k: v for k, v in summary.items() if k != "member_accuracy"})
     return {"run_dir": run.path, "model_dir": model_dir, **summary, "members": members}
-
-
-def _tuple(x):
-    return tuple(_tuple(i) for i in x) if isinstance(x, list) else x
