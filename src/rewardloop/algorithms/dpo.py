@@ -278,7 +278,6 @@ def train(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
         state = run.load_checkpoint(ckpt, {"policy": model}, {"policy": opt})
         step, history = state["step"], state.get("history", {})
         sched.load_state_dict(state["scheduler"])
-        rng.setstate(_tuple(state["data_rng"]))
 
     def evaluate() -> dict[str, float]:
         out = heldout_metrics(model, enc_test, data["ref_test"], pad_id, device, cfg)
@@ -293,7 +292,7 @@ def train(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
     if step == 0:
         history["initial"] = run.log(0, evaluate() | {"params": count_parameters(model), "pairs": len(enc_train)})
     bar = progress(cfg.steps, step, "dpo", cfg.run.progress)
-    order = batches(len(enc_train), min(cfg.batch_size, len(enc_train)), rng)
+    order = batches(len(enc_train), min(cfg.batch_size, len(enc_train)), rng, skip=step)  # resume: replay the order
     model.train()
     while step < cfg.steps:
         # 2. One step on a batch of pairs.
@@ -311,7 +310,7 @@ def train(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
         show(bar, row, ("loss", "rewards/accuracy", "eval/win_rate"))
         bar.update(1)
         if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.steps:
-            state = {"scheduler": sched.state_dict(), "data_rng": rng.getstate(), "history": history}
+            state = {"scheduler": sched.state_dict(), "history": history}
             run.save_checkpoint(step, {"policy": (model, tokenizer)}, {"policy": opt}, state)
     bar.close()
     final = [r for r in run.metrics() if "eval/loss" in r][-1]
@@ -319,8 +318,3 @@ def train(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
         "policy", model, tokenizer, lora_save=cfg.model.lora.save if cfg.model.lora else "merged"
     )
     return {"run_dir": run.path, "model_dir": model_dir, "initial": history.get("initial"), "final": final}
-
-
-def _tuple(x):
-    """JSON turns tuples into lists; random.setstate needs the tuples back."""
-    return tuple(_tuple(i) for i in x) if isinstance(x, list) else x

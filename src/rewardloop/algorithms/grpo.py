@@ -363,10 +363,11 @@ def train(cfg: GRPOConfig, resume: bool = False) -> dict[str, Any]:
         state = run.load_checkpoint(ckpt, {"policy": model}, {"policy": opt}, {"sample": generator})
         step, history = state["step"], state.get("history", {})
         sched.load_state_dict(state["scheduler"])
-        rng.setstate(_tuple(state["data_rng"]))
-    order = batches(len(task.train), min(cfg.prompts_per_step, len(task.train)), rng)
+    drawn = [history.get("batches_drawn", 0)]  # prompt batches used so far (dynamic sampling draws extra ones)
+    order = batches(len(task.train), min(cfg.prompts_per_step, len(task.train)), rng, skip=drawn[0])
 
     def next_prompts() -> list[dict]:
+        drawn[0] += 1
         return [task.train[i] for i in next(order)]
 
     def evaluate() -> dict[str, float]:
@@ -411,7 +412,7 @@ def train(cfg: GRPOConfig, resume: bool = False) -> dict[str, Any]:
         show(bar, row, ("reward/sampled_mean", "eval/accuracy", "frac_zero_var_groups"))
         bar.update(1)
         if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.steps:
-            state = {"scheduler": sched.state_dict(), "data_rng": rng.getstate(), "history": history}
+            state = {"scheduler": sched.state_dict(), "history": history | {"batches_drawn": drawn[0]}}
             run.save_checkpoint(step, {"policy": (model, tokenizer)}, {"policy": opt}, state, {"sample": generator})
     bar.close()
     final = [r for r in run.metrics() if "eval/accuracy" in r][-1]
@@ -424,8 +425,3 @@ def train(cfg: GRPOConfig, resume: bool = False) -> dict[str, Any]:
 def _updates_per_batch(cfg: GRPOConfig) -> int:
     B = cfg.prompts_per_step * cfg.group_size
     return -(-B // min(cfg.minibatch_size or B, B))
-
-
-def _tuple(x):
-    """JSON turns tuples into lists; random.setstate needs the tuples back."""
-    return tuple(_tuple(i) for i in x) if isinstance(x, list) else x
