@@ -192,7 +192,10 @@ def block_d(res: dict) -> str:
         for ph, v in phases.items()
     ]
     if rows:
-        text += "\nMFU per phase (against the fp32 peak above; FLOPs ≈ 2N per forward token, 6N per trained token):\n\n"
+        text += (
+            "\nMFU per phase (phase times from the latest runs of (a)–(c); against the fp32 peak above; FLOPs ≈ 2N per "
+            f"forward token, 6N per trained token, prompt {d.get('prompt_tokens', 0):.1f} tokens on average):\n\n"
+        )
         text += table(["run", "phase", "GFLOP", "s", "GFLOP/s", "MFU"], rows)
     return text
 
@@ -208,7 +211,7 @@ def block_e(res: dict, img_dir: Path) -> str:
             rows.append(
                 [name, seed, curve[0]["accuracy"], curve[-1]["accuracy"], curve[-1]["step"], curve[-1]["train_seconds"]]
             )
-    img = plot_learning(e, img_dir)
+    img = plot_learning(e, img_dir, res.get("clock", "wall"))
     h = e["hyper"]
     text = (
         f"Start: `{Path(e['base']).name}` (our SFT of the tiny model, partly trained). Same for all: "
@@ -266,7 +269,7 @@ def block_targets(res: dict) -> str:
     )
 
 
-def plot_learning(e: dict, img_dir: Path) -> str | None:
+def plot_learning(e: dict, img_dir: Path, clock: str = "wall") -> str | None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -290,7 +293,7 @@ def plot_learning(e: dict, img_dir: Path) -> str | None:
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_xlabel("training wall time (s)")
+    ax.set_xlabel(f"training time (s, {clock} clock)")
     ax.set_ylabel("arithmetic test accuracy (greedy)")
     ax.legend()
     ax.grid(alpha=0.3)

@@ -42,9 +42,9 @@ MODES: dict[str, dict[str, Any]] = {
             "sft_steps": 600,
             "N": 8,
             "G": 8,
-            "steps": 12,
-            "eval_every": 4,
-            "eval_size": 60,
+            "steps": 100,
+            "eval_every": 20,
+            "eval_size": 100,
             "seeds": [0, 1, 2],
         },
         "scale": {
@@ -422,10 +422,12 @@ def main(argv: list[str] | None = None) -> dict:
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
     }
     m = MODES[mode_name]
+    previous = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+    previous = {k: v for k, v in previous.items() if k in SECTIONS}  # --only: the other sections' latest results
     sections = {"a": section_a, "b": section_b, "c": section_c, "e": section_e, "f": section_f}
     for key in sorted(only, key=lambda s: "abcfed".index(s)):  # d last: it reads the phase times of a, b and c
         t0, load0 = time.perf_counter(), os.getloadavg()[0]
-        res = section_d(runner, m, results) if key == "d" else sections[key](runner, m)
+        res = section_d(runner, m, previous | results) if key == "d" else sections[key](runner, m)
         results[key] = res if isinstance(res, dict) else {"value": res}
         results[key]["_meta"] = {
             "seconds": round(time.perf_counter() - t0, 1),
@@ -436,8 +438,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"[bench] section {key} done in {results[key]['_meta']['seconds']} s", file=sys.stderr, flush=True)
     from benchmarks.report import targets, write_docs
 
-    previous = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
-    latest = {k: v for k, v in previous.items() if k in SECTIONS} | results  # for --only: the other sections' last run
+    latest = previous | results
     results["targets"] = targets(latest)
     (out / "results.json").write_text(json.dumps(latest | {"targets": results["targets"]}, indent=1))
     if not args.no_docs:

@@ -70,3 +70,26 @@ def tiny_model(tokenizer) -> Callable[..., PreTrainedModel]:
 def tiny_llama(tiny_model) -> PreTrainedModel:
     """A shared llama-1m (eval mode, perturbed weights, seed 0) for read-only use: generation, scoring."""
     return tiny_model("llama-1m")
+
+
+@pytest.fixture(scope="session")
+def sft_arithmetic_careless(tmp_path_factory):
+    """An SFT llama-1m (1500 steps, ≈100 s) on 1–2 digit addition whose demonstrations are 70% careless ("85.").
+
+    It has learned the sums but mostly answers in the careless format, which the exact-match reward rejects: the
+    starting point for the slow RL tests (PPO, GRPO), where RL must raise held-out test accuracy. Returns the
+    saved model directory. Read-only: RL tests load it by path.
+    """
+    from rewardloop.algorithms.sft import SFTConfig, train
+    from rewardloop.config import ModelConfig, RunConfig
+    from rewardloop.envs.tasks import TaskConfig
+
+    root = tmp_path_factory.mktemp("sft-careless")
+    cfg = SFTConfig(
+        model=ModelConfig(preset="llama-1m", device="cpu", max_length=32),
+        task=TaskConfig(name="arithmetic", demo_error=0.7),
+        steps=1500,
+        eval_every=1500,
+        run=RunConfig(root=str(root), name="sft", progress=False),
+    )
+    return train(cfg)["model_dir"]

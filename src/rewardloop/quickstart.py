@@ -1,8 +1,10 @@
 """``rewardloop quickstart``: the whole loop on a laptop CPU in a few minutes.
 
 1. build the project's tokenizer and a tiny Llama (≈1M parameters) — nothing is downloaded;
-2. SFT on ``arithmetic`` (``37+48=`` → ``85``): the maximum-likelihood baseline;
-3. PPO from the SFT model with the verifiable exact-match reward;
+2. SFT on ``arithmetic`` (``37+48=`` → ``85``): the maximum-likelihood baseline. Its demonstrations are imperfect —
+   70% are written carelessly as ``85.`` — so SFT learns the sums *and* the careless habit;
+3. PPO from the SFT model with the verifiable exact-match reward, which only accepts ``85``: RL has to find and
+   reinforce the rewarded behaviour on training prompts, and it carries over to held-out test problems;
 4. print test accuracy before and after RL, and where the run, its plots and the models are.
 
 Every stage is the ordinary command underneath (``rewardloop sft`` / ``rewardloop ppo``); override any field with
@@ -21,7 +23,8 @@ from rewardloop.algorithms.sft import SFTConfig
 from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section, load_config
 from rewardloop.envs.tasks import TaskConfig
 
-TASK = TaskConfig(name="arithmetic", n_train=4000, n_test=200, digits=(1, 2), ops=["+"])
+# 70% of the SFT demonstrations are careless ("85." instead of "85"); the exact-match reward accepts only "85".
+TASK = TaskConfig(name="arithmetic", n_train=4000, n_test=200, digits=(1, 2), ops=["+"], demo_error=0.7)
 
 
 class QuickstartConfig(Section):
@@ -31,9 +34,9 @@ class QuickstartConfig(Section):
         model=ModelConfig(preset="llama-1m"),
         task=TASK,
         optim=OptimConfig(lr=3e-3, warmup_steps=50, schedule="cosine"),
-        steps=800,
+        steps=1500,
         batch_size=64,
-        eval_every=200,
+        eval_every=500,
     )
     ppo: PPOConfig = PPOConfig(
         model=ModelConfig(max_length=32),
@@ -43,7 +46,7 @@ class QuickstartConfig(Section):
         eval_gen=GenerationConfig(max_new_tokens=6, temperature=0.0),
         optim=OptimConfig(lr=1e-4, warmup_steps=5),
         critic_optim=OptimConfig(lr=1e-3, warmup_steps=5),
-        steps=40,
+        steps=60,
         batch_size=64,
         mini_batch_size=32,
         micro_batch_size=32,
@@ -51,7 +54,7 @@ class QuickstartConfig(Section):
         lam=1.0,
         kl_coef=0.02,
         target_kl=0.1,
-        eval_every=10,
+        eval_every=20,
     )
 
 
@@ -68,9 +71,9 @@ def quickstart(overrides: list[str] | None = None) -> dict:
 
     base = sft.train(sft_cfg)
     before = base["final"]["eval/accuracy"]
-    print(f"      SFT test accuracy: {before:.1%}  ({time.time() - t0:.0f}s)")
+    print(f"      SFT test accuracy (exact match on held-out problems): {before:.1%}  ({time.time() - t0:.0f}s)")
 
-    print(f"[2/2] PPO from the SFT model with the exact-match reward ({cfg.ppo.steps} steps)")
+    print(f"[2/2] PPO from the SFT model, reward = exact match ({cfg.ppo.steps} steps × {cfg.ppo.batch_size} episodes)")
     ppo_cfg = cfg.ppo.model_copy(
         update={
             "model": cfg.ppo.model.model_copy(update={"path": str(base["model_dir"])}),

@@ -116,63 +116,20 @@ def test_presets_validate(preset):
 
 # -- slow: learning on arithmetic -----------------------------------------------------------------------------
 #
-# The SFT data mixes two answer formats: 70% "85." and 30% "85". Exact match only rewards the bare number, so the
-# SFT model's greedy answers mostly miss; GRPO has to find and reinforce the rewarded behaviour, and that must
-# carry over to held-out problems. (On plain SFT data this ≈1M-parameter model's accuracy is limited by its
-# arithmetic, which 40 RL steps do not change measurably; see docs/algorithms/grpo.md, "Measured".)
-
-
-def _arithmetic_files(root: Path) -> dict[str, Path]:
-    import random
-
-    from rewardloop.envs.arithmetic import make_arithmetic_splits
-
-    train_ex, test_ex = make_arithmetic_splits(0, 2000, 200)
-    rng = random.Random(0)
-    files = {name: root / f"{name}.jsonl" for name in ("sft", "prompts", "test")}
-    rows = {
-        "sft": [
-            {"prompt": e.prompt, "completion": e.answer + ("." if rng.random() < 0.7 else ""), "answer": e.answer}
-            for e in train_ex
-        ],
-        "prompts": [{"prompt": e.prompt, "answer": e.answer} for e in train_ex],
-        "test": [{"prompt": e.prompt, "completion": e.answer, "answer": e.answer} for e in test_ex],
-    }
-    for name, path in files.items():
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows[name]))
-    return files
-
-
-def _task(files: dict[str, Path], kind: str) -> list[str]:
-    return [
-        "task.name=dataset",
-        f"task.path={files[kind]}",
-        f"task.test_path={files['test']}",
-        "task.reward=exact_match",
-    ]
-
-
-@pytest.fixture(scope="module")
-def sft_arithmetic(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
-    from rewardloop.algorithms.sft import SFTConfig
-    from rewardloop.algorithms.sft import train as sft_train
-
-    root = tmp_path_factory.mktemp("sft")
-    files = _arithmetic_files(root)
-    overrides = [*_task(files, "sft"), "steps=800", "eval_every=800", "model.max_length=32"]
-    overrides += [f"run.root={root}", "run.name=s", "run.progress=false"]
-    return sft_train(load_config(SFTConfig, None, overrides))["model_dir"], files
+# The SFT model (tests/conftest.py: sft_arithmetic_careless) learned from demonstrations 70% of which are written
+# carelessly as "85."; exact match only rewards "85". GRPO has to find and reinforce the rewarded answer on training
+# prompts, and that must carry over to held-out problems. (On plain SFT data this ≈1M-parameter model's accuracy is
+# limited by its arithmetic, which 40 RL steps do not change measurably; see docs/algorithms/grpo.md, "Measured".)
 
 
 @pytest.mark.slow
-def test_grpo_raises_arithmetic_accuracy_over_sft(tmp_path, sft_arithmetic):
-    model_dir, files = sft_arithmetic
-    overrides = [*_task(files, "prompts"), f"model.path={model_dir}", "steps=40", "eval_every=40"]
+def test_grpo_raises_arithmetic_accuracy_over_sft(tmp_path, sft_arithmetic_careless):
+    overrides = [f"model.path={sft_arithmetic_careless}", "steps=20", "eval_every=20"]
     overrides += [f"run.root={tmp_path}", "run.name=g", "run.progress=false"]
     out = train(load_config(GRPOConfig, CONFIGS / "grpo" / "arithmetic.yaml", overrides))
     before, after = out["initial"]["eval/accuracy"], out["final"]["eval/accuracy"]
-    print(f"GRPO arithmetic: greedy test accuracy {before:.3f} (SFT) -> {after:.3f} (GRPO, 40 steps)")
-    assert after >= before + 0.04
+    print(f"GRPO arithmetic: greedy test accuracy {before:.3f} (SFT) -> {after:.3f} (GRPO, 20 steps)")
+    assert after >= before + 0.1
 
 
 def test_code_preset_runs_end_to_end(tmp_path):

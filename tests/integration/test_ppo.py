@@ -173,43 +173,30 @@ def test_ppo_with_environment(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sft_model(tmp_path_factory):
-    from rewardloop.algorithms.sft import SFTConfig
-    from rewardloop.algorithms.sft import train as sft_train
-
-    root = tmp_path_factory.mktemp("sft")
-    cfg = SFTConfig(
-        model=ModelConfig(preset="llama-1m", device="cpu", max_length=32),
-        task=TaskConfig(name="arithmetic"),
-        steps=600,
-        eval_every=600,
-        run=RunConfig(root=str(root), name="sft", progress=False),
-    )
-    return sft_train(cfg)["model_dir"]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("critic", ["separate", "shared"])
-def test_ppo_arithmetic_from_sft_both_critics_train(tmp_path, sft_model, critic):
-    """PPO from a weak (≈15% accuracy) llama-1m SFT model with the exact-match reward: both critic modes train.
+def test_ppo_arithmetic_from_sft_raises_test_accuracy_both_critics(tmp_path, sft_arithmetic_careless, critic):
+    """PPO from the careless-demonstrator SFT model (tests/conftest.py) with the exact-match reward.
 
-    Measured (docs/algorithms/ppo.md): on this model PPO does *not* raise greedy test accuracy (0.145 → 0.08 separate,
-    → 0.055 shared after 20 steps; no gain in 11 settings from a 20.5% model either), so accuracy is printed, not
-    asserted. What must hold: the policy moves but stays leashed (KL < 1.5 nat/token) and the critic learns.
+    SFT learned the sums but mostly writes "85." (rejected by the reward); PPO must find and reinforce the bare
+    answer on training prompts, and held-out test accuracy must rise by a clear margin. Measured on 2 cores
+    (separate critic, 40 steps): 0.005 → 0.265. The policy moves but stays leashed and the critic learns.
     """
     from rewardloop.config import load_config
 
     cfg = load_config(
         PPOConfig,
         "configs/ppo/arithmetic.yaml",
-        [f"model.path={sft_model}", f"critic={critic}", f"run.root={tmp_path}", "run.name=ppo", "run.progress=false",
-         "steps=20"],
+        [f"model.path={sft_arithmetic_careless}", f"critic={critic}", f"run.root={tmp_path}", "run.name=ppo",
+         "run.progress=false", "steps=40", "eval_every=40"],
     )  # fmt: skip
     res = train(cfg)
+    before, after = res["initial"]["eval/accuracy"], res["final"]["eval/accuracy"]
+    print(f"critic={critic}: greedy test accuracy {before:.3f} (SFT) -> {after:.3f} (PPO, 40 steps)")
+    assert after >= before + 0.1
     metrics = [r for r in rows(res["run_dir"]) if "loss/policy" in r]
-    print(f"critic={critic}: accuracy {res['initial']['eval/accuracy']:.3f} -> {res['final']['eval/accuracy']:.3f}")
-    assert max(r["kl"] for r in metrics) < 1.5 and metrics[-1]["kl"] > 0.0  # measured max 0.23 / 1.06
+    assert metrics[-1]["reward/mean"] > metrics[0]["reward/mean"]
+    assert max(r["kl"] for r in metrics) < 1.5 and metrics[-1]["kl"] > 0.0
     ev_first, ev_last = metrics[0]["explained_variance"], sum(r["explained_variance"] for r in metrics[-5:]) / 5
     assert ev_last > ev_first + 1.0  # from a random head (EV ≪ 0) toward the returns
 

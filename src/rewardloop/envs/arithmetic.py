@@ -28,12 +28,12 @@ def make_arithmetic_splits(
 ) -> tuple[list[Example], list[Example]]:
     """Disjoint train/test problems with operands of ``digits[0]``..``digits[1]`` digits, operators ``ops``.
 
-    ``demo_error``: probability that a *training demonstration* of a sum with a carry is written carry-less
-    (``7+8=`` → ``5``, ``37+48=`` → ``75``), as a careless human demonstrator would. It goes into the row's
-    ``completion`` column (what SFT imitates); ``answer`` (what the reward checks) stays correct. SFT then copies the
-    mistake, and RL with the verifiable reward has a systematic error to fix — the reason RL beats imitation.
-    ``demos_per_problem``: each training problem appears this many times, each demonstration independently noisy
-    (several annotators per problem), so the SFT model learns a *probability* of forgetting the carry.
+    ``demo_error``: fraction of *training demonstrations* written carelessly, with a trailing period (``85.``).
+    It goes into the row's ``completion`` column (what SFT imitates); ``answer`` (what the exact-match reward checks)
+    stays the bare number. SFT copies the habit; RL with the verifiable reward has to find and reinforce the
+    rewarded format, a habit that carries over to held-out problems — the classic case of RL fixing what imitation
+    of imperfect demonstrations got wrong. ``demos_per_problem``: each training problem appears this many times,
+    each demonstration independently careless.
     """
     lo_d, hi_d = digits
     if not 1 <= lo_d <= hi_d:
@@ -58,27 +58,9 @@ def make_arithmetic_splits(
     if demo_error > 0:
         noise = random.Random(seed + 1)  # own stream: the problems do not depend on demo_error
         for ex in train:
-            a, op, b = _parse(ex.prompt)
-            wrong = carryless_sum(a, b) if op == "+" else None
-            if wrong is not None and str(wrong) != ex.answer and noise.random() < demo_error:
-                ex.columns["completion"] = str(wrong)
+            if noise.random() < demo_error:
+                ex.columns["completion"] = ex.answer + "."
     return train, test
-
-
-def _parse(prompt: str) -> tuple[int, str, int]:
-    for i, ch in enumerate(prompt[1:], start=1):  # skip a leading minus sign
-        if ch in OPS:
-            return int(prompt[:i]), ch, int(prompt[i + 1 : -1])
-    raise ValueError(f"not an arithmetic prompt: {prompt!r}")
-
-
-def carryless_sum(a: int, b: int) -> int:
-    """Digit-wise sum mod 10, i.e. addition that forgets every carry: 37 + 48 → 75, 7 + 8 → 5."""
-    out, place = 0, 1
-    while a or b:
-        out += ((a % 10 + b % 10) % 10) * place
-        a, b, place = a // 10, b // 10, place * 10
-    return out
 
 
 def exact_match(prompts: list[str], completions: list[str], *, answer: list[str], **_) -> list[float]:

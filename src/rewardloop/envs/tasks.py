@@ -24,7 +24,10 @@ class TaskConfig(Section):
     digits: tuple[int, int] = Field((1, 2), description="arithmetic: min/max operand digits")
     ops: list[str] = Field(default_factory=lambda: ["+"], description="arithmetic: operators from + - *")
     demo_error: float = Field(
-        0.0, ge=0.0, le=1.0, description="arithmetic: chance a training demonstration forgets its carries"
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="arithmetic: fraction of training demonstrations written as '85.' (careless format)",
     )
     demos_per_problem: int = Field(1, ge=1, description="arithmetic: demonstrations per training problem")
     path: str | None = Field(None, description="dataset: train file (JSONL/JSON/Parquet) or hf:NAME[:SPLIT]")
