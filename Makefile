@@ -26,9 +26,11 @@ test: setup
 test-slow: setup
 	$(VENV)/bin/pytest -m "slow" -q $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
 
+BENCH_ARGS ?=
+# TRL runs in its own virtual environments (benchmarks/.venv-trl, .venv-trl112), never in the project's.
 bench: setup
-	$(PY) -m pip install -q -e ".[bench]"
-	$(PY) -m benchmarks.run_all
+	bash benchmarks/setup_trl_envs.sh
+	$(PY) -m benchmarks.run_all $(BENCH_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

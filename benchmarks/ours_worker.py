@@ -9,6 +9,7 @@ Step time = the sum of the phase times the algorithm logs (time/*): evaluation, 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from benchmarks.common import emit, patch_module_clock, peak_rss_mb, read_spec, setup_torch
@@ -104,6 +105,8 @@ def main() -> None:
     record_peak_before_saving()
     result = run_grpo(spec) if spec["algo"] == "grpo" else run_ppo(spec)
     rows = [json.loads(line) for line in (Path(result["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    if not spec.get("keep_run"):  # checkpoints of 30M models with optimizer state add up to GBs over a full run
+        shutil.rmtree(result["run_dir"], ignore_errors=True)
     steps = [r for r in rows if r["step"] > 0 and any(k.startswith("time/") for k in r)]
     phases = phase_times(steps)
     step_seconds = [sum(r[k] for k in r if k.startswith("time/")) for r in steps]

@@ -63,8 +63,10 @@ def quickstart(overrides: list[str] | None = None) -> dict:
     cfg = load_config(QuickstartConfig, None, overrides or [])
     root = Path(cfg.root) / (cfg.name or f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}")
     t0 = time.time()
+    print(f"rewardloop quickstart → {root}")
     print(
-        f"rewardloop quickstart → {root}\n[1/2] SFT: tiny {cfg.sft.model.preset} on arithmetic ({cfg.sft.steps} steps)"
+        f"[1/2] SFT: a tiny {cfg.sft.model.preset} learns 1–2 digit addition from demonstrations, "
+        f"{cfg.sft.task.demo_error:.0%} of them carelessly written '85.' ({cfg.sft.steps} steps)"
     )
     sft_cfg = cfg.sft.model_copy(update={"run": RunConfig(root=str(root), name="sft", seed=cfg.sft.run.seed)})
     from rewardloop.algorithms import ppo, sft

@@ -114,3 +114,11 @@ def progress(total: int, initial: int, desc: str, enabled: bool) -> tqdm:
 def show(bar: tqdm, row: dict[str, Any], keys: tuple[str, ...]) -> None:
     """Put the current values of ``keys`` on the progress bar."""
     bar.set_postfix({k: f"{row[k]:.4g}" for k in keys if isinstance(row.get(k), int | float)}, refresh=False)
+
+
+def finish_policy_run(run, model, tokenizer, lora, history: dict[str, Any], eval_key: str) -> dict[str, Any]:
+    """Save ``final/policy`` (LoRA merged or as adapter per config) and return the usual summary of a run:
+    {"run_dir", "model_dir", "initial": first eval row, "final": last logged row that has ``eval_key``}."""
+    final = next((r for r in reversed(run.metrics()) if eval_key in r), {})
+    model_dir = run.save_final("policy", model, tokenizer, lora_save=lora.save if lora else "merged")
+    return {"run_dir": run.path, "model_dir": model_dir, "initial": history.get("initial"), "final": final}

@@ -26,7 +26,15 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from rewardloop.algorithms.common import batches, clip_and_step, make_optimizer, progress, seed_everything, show
+from rewardloop.algorithms.common import (
+    batches,
+    clip_and_step,
+    finish_policy_run,
+    make_optimizer,
+    progress,
+    seed_everything,
+    show,
+)
 from rewardloop.algorithms.sft import IGNORE, collate, tokenize_row
 from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section
 from rewardloop.envs.tasks import TaskConfig, load_task
@@ -313,8 +321,4 @@ def train(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
             state = {"scheduler": sched.state_dict(), "history": history}
             run.save_checkpoint(step, {"policy": (model, tokenizer)}, {"policy": opt}, state)
     bar.close()
-    final = [r for r in run.metrics() if "eval/loss" in r][-1]
-    model_dir = run.save_final(
-        "policy", model, tokenizer, lora_save=cfg.model.lora.save if cfg.model.lora else "merged"
-    )
-    return {"run_dir": run.path, "model_dir": model_dir, "initial": history.get("initial"), "final": final}
+    return finish_policy_run(run, model, tokenizer, cfg.model.lora, history, "eval/loss")

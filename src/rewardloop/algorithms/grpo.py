@@ -29,6 +29,7 @@ from rewardloop.algorithms.common import (
     batches,
     clip_and_step,
     evaluate_generation,
+    finish_policy_run,
     make_optimizer,
     progress,
     seed_everything,
@@ -415,11 +416,7 @@ def train(cfg: GRPOConfig, resume: bool = False) -> dict[str, Any]:
             state = {"scheduler": sched.state_dict(), "history": history | {"batches_drawn": drawn[0]}}
             run.save_checkpoint(step, {"policy": (model, tokenizer)}, {"policy": opt}, state, {"sample": generator})
     bar.close()
-    final = [r for r in run.metrics() if "eval/accuracy" in r][-1]
-    model_dir = run.save_final(
-        "policy", model, tokenizer, lora_save=cfg.model.lora.save if cfg.model.lora else "merged"
-    )
-    return {"run_dir": run.path, "model_dir": model_dir, "initial": history.get("initial"), "final": final}
+    return finish_policy_run(run, model, tokenizer, cfg.model.lora, history, "eval/accuracy")
 
 
 def _updates_per_batch(cfg: GRPOConfig) -> int:

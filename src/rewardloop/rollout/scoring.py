@@ -15,7 +15,7 @@ from rewardloop.rollout.engine import position_ids_from_mask
 def response_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_response: int) -> torch.Tensor:
     """Logits that predict the last ``n_response`` tokens: input [B, L] → [B, R, V]."""
     positions = position_ids_from_mask(attention_mask)
-    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False)
     try:
         logits = model(**kwargs, logits_to_keep=n_response + 1).logits
     except TypeError:
