@@ -39,7 +39,7 @@ MODES: dict[str, dict[str, Any]] = {
         "roof": {"sizes": [256, 512, 1024, 2048], "seconds": 1.0},
         "learn": {
             "size": "qwen2-1m",
-            "sft_steps": 600,
+            "sft_steps": 1500,
             "N": 8,
             "G": 8,
             "steps": 100,
@@ -331,18 +331,22 @@ def section_e(r: Runner, m: dict) -> dict:
 
 
 def sft_base(r: Runner, preset: str, steps: int) -> Path:
-    """A partly trained arithmetic model (our SFT) that RL then improves: the start of every learning curve."""
-    target = r.models / f"{preset}-sft{steps}"
+    """Our SFT model on arithmetic whose demonstrations are 70% careless ("85."; exact match wants "85"): it has
+    learned the sums but mostly answers in the rejected format — a start that RL measurably improves, for every
+    learning curve (tests/conftest.py's `sft_arithmetic_careless` is the same recipe)."""
+    target = r.models / f"{preset}-sft{steps}-careless"
     if (target / "config.json").exists():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rewardloop.algorithms.sft import SFTConfig, train
     from rewardloop.config import ModelConfig, RunConfig
+    from rewardloop.envs.tasks import TaskConfig
     from rewardloop.models import save_model
 
     cfg = SFTConfig(
-        model=ModelConfig(path=str(r.model_dir(preset)), device="cpu"),
+        model=ModelConfig(path=str(r.model_dir(preset)), device="cpu", max_length=32),
+        task=TaskConfig(name="arithmetic", demo_error=0.7),
         steps=steps,
         eval_every=steps,
         eval_size=50,

@@ -180,7 +180,7 @@ def test_ppo_arithmetic_from_sft_raises_test_accuracy_both_critics(tmp_path, sft
 
     SFT learned the sums but mostly writes "85." (rejected by the reward); PPO must find and reinforce the bare
     answer on training prompts, and held-out test accuracy must rise by a clear margin. Measured on 2 cores
-    (separate critic, 40 steps): 0.005 → 0.265. The policy moves but stays leashed and the critic learns.
+    (60 steps): see docs/algorithms/ppo.md, Measured. The policy moves but stays leashed and the critic learns.
     """
     from rewardloop.config import load_config
 
@@ -188,11 +188,13 @@ def test_ppo_arithmetic_from_sft_raises_test_accuracy_both_critics(tmp_path, sft
         PPOConfig,
         "configs/ppo/arithmetic.yaml",
         [f"model.path={sft_arithmetic_careless}", f"critic={critic}", f"run.root={tmp_path}", "run.name=ppo",
-         "run.progress=false", "steps=40", "eval_every=40"],
+         "run.progress=false", "steps=60", "eval_every=60"]
+        # the shared critic's value head trains with the policy's optimizer: it needs the faster rate
+        + (["optim.lr=1e-4"] if critic == "shared" else []),
     )  # fmt: skip
     res = train(cfg)
     before, after = res["initial"]["eval/accuracy"], res["final"]["eval/accuracy"]
-    print(f"critic={critic}: greedy test accuracy {before:.3f} (SFT) -> {after:.3f} (PPO, 40 steps)")
+    print(f"critic={critic}: greedy test accuracy {before:.3f} (SFT) -> {after:.3f} (PPO, 60 steps)")
     assert after >= before + 0.1
     metrics = [r for r in rows(res["run_dir"]) if "loss/policy" in r]
     assert metrics[-1]["reward/mean"] > metrics[0]["reward/mean"]
