@@ -208,3 +208,12 @@ def test_sft_with_the_lora_flag_checkpoints_resumes_and_saves_an_adapter(base_di
     assert [r["step"] for r in read_metrics(resumed["run_dir"]) if "train/loss" in r] == [1, 2, 3]
     assert resumed["final"]["step"] == 3
     assert any(not torch.equal(adapter_2[k], adapter_3[k]) for k in adapter_2)
+
+
+def test_a_missing_local_model_directory_is_named_plainly(tmp_path):
+    from rewardloop.config import ModelConfig
+    from rewardloop.models import load_pretrained
+
+    missing = str(tmp_path / "runs" / "nope" / "final" / "policy")
+    with pytest.raises(FileNotFoundError, match=r"model\.path=.*nope.*no such local directory"):
+        load_pretrained(ModelConfig(path=missing))

@@ -32,12 +32,22 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def check_model_path(path: str, key: str = "model.path") -> None:
+    """A name that can only be a local directory (``./x``, ``/x``, ``a/b/c``) must exist: say so plainly instead of
+    letting the hub client reject it as a malformed repo id. Hub names (``org/name``) pass through."""
+    looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1 or (os.sep != "/" and os.sep in path)
+    if looks_local and not Path(path).expanduser().exists():
+        raise FileNotFoundError(f"{key}={path!r}: no such local directory (a hub model is named 'org/name')")
+
+
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     """The tokenizer for ``cfg``: ``cfg.tokenizer`` or the model's own, else the built-in BPE tokenizer.
 
     A tokenizer without a pad token gets its EOS as pad (masks, not pad ids, decide what is real everywhere).
     """
     source = cfg.tokenizer or cfg.path
+    if source is not None:
+        check_model_path(source, "model.tokenizer" if cfg.tokenizer else "model.path")
     if source is None:
         tok = build_tokenizer()
     else:
@@ -54,6 +64,7 @@ def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, device: tor
     device = device or resolve_device(cfg.device)
     dtype = DTYPES[cfg.dtype]
     if cfg.path is not None:
+        check_model_path(cfg.path)
         model = AutoModelForCausalLM.from_pretrained(cfg.path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
     else:
         config = preset_config(
