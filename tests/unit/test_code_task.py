@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from rewardloop.envs.code import CodeEnv, code_problems, make_code_splits
-from rewardloop.rewards.sandbox import SandboxLimits, code_tests_reward
+from rewardloop.rewards.code_tests import code_tests_reward
+from rewardloop.rewards.sandbox import SandboxLimits
 
 LIMITS = SandboxLimits(cpu_seconds=2, wall_seconds=10)  # generous wall time: this runs ~80 programs on 2 cores
 

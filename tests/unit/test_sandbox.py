@@ -16,13 +16,11 @@ import sys
 import pytest
 
 from rewardloop.rewards import sandbox
+from rewardloop.rewards.code_tests import build_program, code_tests_reward, extract_code
 from rewardloop.rewards.sandbox import (
     BACKEND_ENV,
     BACKENDS,
     SandboxLimits,
-    build_program,
-    code_tests_reward,
-    extract_code,
     run_many,
     run_python,
     sandbox_backend,

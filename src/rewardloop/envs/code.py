@@ -4,7 +4,7 @@ Problems are hand-written for this project (MBPP / HumanEval *style*, none copie
 (``add``, ``is_even``) to moderate ones (``roman_to_int``, ``balanced_brackets``, ``merge_intervals``). A prompt is
 plain Python: the signature and a docstring stating the contract, so ``prompt + completion`` is a runnable module
 (HumanEval convention). The completion column holds the reference body for SFT. Completions are scored by
-``rewardloop.rewards.sandbox.code_tests_reward`` (reward name ``code_tests``), which runs them in the sandbox.
+``rewardloop.rewards.code_tests.code_tests_reward`` (reward name ``code_tests``), which runs them in the sandbox.
 """
 
 from __future__ import annotations
@@ -255,6 +255,6 @@ class CodeEnv(DatasetEnv):
     """Single-step environment: observation = a signature + docstring, action = the body, reward = tests passed."""
 
     def __init__(self, rows: list[dict[str, Any]] | None = None, *, seed: int = 0) -> None:
-        from rewardloop.rewards.sandbox import code_tests_reward
+        from rewardloop.rewards.code_tests import code_tests_reward
 
         super().__init__(rows if rows is not None else make_code_splits(seed)[0], code_tests_reward, seed=seed)

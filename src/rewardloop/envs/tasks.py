@@ -75,7 +75,7 @@ def load_task(cfg: TaskConfig, kind: str = "prompt", tokenizer=None, max_length:
         rows_train, rows_test, reward = _from_examples(train), _from_examples(test), reviews_reward
     elif cfg.name == "code":
         from rewardloop.envs.code import make_code_splits
-        from rewardloop.rewards.sandbox import code_tests_reward
+        from rewardloop.rewards.code_tests import code_tests_reward
 
         rows_train, rows_test = make_code_splits(cfg.seed)
         reward = code_tests_reward

@@ -22,7 +22,7 @@ BUILTIN_REWARDS: dict[str, str] = {
     # name → "module:function" (imported lazily so optional pieces cost nothing until used)
     "exact_match": "rewardloop.envs.arithmetic:exact_match",
     "reviews_gold": "rewardloop.envs.reviews:reviews_reward",
-    "code_tests": "rewardloop.rewards.sandbox:code_tests_reward",
+    "code_tests": "rewardloop.rewards.code_tests:code_tests_reward",
     "exact_answer": "rewardloop.rewards.builtin:exact_answer",
     "numeric_match": "rewardloop.rewards.builtin:numeric_match",
     "numeric_closeness": "rewardloop.rewards.builtin:numeric_closeness",
