@@ -1,7 +1,7 @@
 """The command line: one table of commands → (module, config class, function).
 
     rewardloop <command> [--config FILE.yaml] [--resume] [key.sub=value ...]
-    rewardloop quickstart | report RUN_DIR | value MODEL_DIR PROMPT... | config <command>
+    rewardloop quickstart | report RUN_DIR | value MODEL_DIR [PROMPT...] [--file F] | config <command>
 
 Training commands load their pydantic config (YAML + dotted overrides; errors name the key and value), call
 ``train(cfg, resume=...)`` and print the returned summary.
@@ -13,7 +13,6 @@ import argparse
 import importlib
 import json
 import sys
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from rewardloop.config import ConfigError, dump_config, load_config
@@ -82,20 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir")
     v = sub.add_parser("value", help="score prompts with a trained critic: how well the policy is expected to do")
     v.add_argument("model_dir", help="a critic saved by ppo (RUN/final/value)")
-    v.add_argument("prompts", nargs="+", help="prompt texts (or @file.txt, one prompt per line)")
+    v.add_argument("prompts", nargs="*", help="prompt texts")
+    v.add_argument("--file", help="a prompt dataset (JSONL/JSON/Parquet/CSV with a 'prompt' column)")
     c = sub.add_parser("config", help="print a command's default config as YAML")
     c.add_argument("name", choices=sorted(COMMANDS))
     return parser
-
-
-def _read_prompts(items: list[str]) -> list[str]:
-    prompts = []
-    for item in items:
-        if item.startswith("@"):
-            prompts += [line for line in Path(item[1:]).read_text().splitlines() if line.strip()]
-        else:
-            prompts.append(item)
-    return prompts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,11 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 
             print(report(args.run_dir))
         elif args.command == "value":
-            from rewardloop.algorithms.ppo import score_values
+            from rewardloop.algorithms.ppo import value_command
 
-            prompts = _read_prompts(args.prompts)
-            for prompt, value in zip(prompts, score_values(args.model_dir, prompts), strict=True):
-                print(f"{value:+.4f}\t{prompt}")
+            for row in value_command(args.model_dir, args.prompts, args.file):
+                print(f"{row['value']:+.4f}\t{row['prompt']}")
         elif args.command == "config":
             print(dump_config(config_class(args.name)()), end="")
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:

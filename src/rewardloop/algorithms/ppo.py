@@ -52,7 +52,7 @@ from rewardloop.rollout import batched_logprobs, encode_prompts, sequence_logpro
 from rewardloop.rollout.collect import collect
 from rewardloop.rollout.env_collect import collect_env
 from rewardloop.runs import RunDir
-from rewardloop.types import Rollout
+from rewardloop.types import Rollout, pad_left
 
 # ---------------------------------------------------------------------------------------------------------------
 # 0. Config
@@ -521,8 +521,6 @@ def score_values(model_dir: str | Path, prompts: list[str], batch_size: int = 64
     dev = next(critic.parameters()).device
     out: list[float] = []
     for i in range(0, len(prompts), batch_size):
-        from rewardloop.types import pad_left
-
         ids, mask = pad_left(encode_prompts(tok, prompts[i : i + batch_size]), tok.pad_token_id or 0)
         values = critic(ids.to(dev), mask.to(dev))  # [B, P]; left padding → the last column is the last prompt token
         out += values[:, -1].tolist()
@@ -536,7 +534,7 @@ def value_command(model_dir: str | Path, prompts: list[str] | None = None, file:
 
         prompts = (prompts or []) + [r["prompt"] for r in load_rows(file, kind="prompt")]
     if not prompts:
-        raise ValueError("rewardloop value: give prompts or --file with a 'prompt' column")
+        raise ValueError("give prompts, or --file with a 'prompt' column")
     return [{"prompt": p, "value": v} for p, v in zip(prompts, score_values(model_dir, prompts), strict=True)]
 
 
