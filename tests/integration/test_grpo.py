@@ -89,6 +89,21 @@ def test_each_estimator_trains(tmp_path, overrides):
     assert "advantage" in samples[0]["components"]
 
 
+def test_mixed_precision_and_checkpointing_train(tmp_path):
+    # bf16 autocast + activation checkpointing: the run trains (weights move) and the weights stay float32.
+    cfg = tiny(tmp_path, "amp", "steps=2", "model.autocast=bfloat16", "model.gradient_checkpointing=true")
+    cfg.rewards = [{"fn": "length_penalty", "kwargs": {"max_chars": 2, "scale": 20}}]
+    out = train(cfg)
+    torch.manual_seed(cfg.run.seed)
+    start, _ = load_pretrained(cfg.model)
+    final = _weights(out["model_dir"])
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert final[name].dtype == torch.float32
+    assert not torch.allclose(final[name], start.state_dict()[name])
+    steps = [r for r in read_metrics(out["run_dir"]) if "reward/mean" in r]
+    assert len(steps) == 2 and all(r["grad_norm"] > 0 for r in steps)
+
+
 def test_resume_continues_from_the_checkpoint(tmp_path):
     first = train(tiny(tmp_path, "r", "steps=2", "run.save_every=1"))
     ckpt = first["run_dir"] / "checkpoints"
@@ -123,12 +138,13 @@ def test_presets_validate(preset):
 
 
 @pytest.mark.slow
-def test_grpo_raises_arithmetic_accuracy_over_sft(tmp_path, sft_arithmetic_careless):
-    overrides = [f"model.path={sft_arithmetic_careless}", "steps=20", "eval_every=20"]
+@pytest.mark.parametrize("autocast", ["off", "bfloat16"])
+def test_grpo_raises_arithmetic_accuracy_over_sft(tmp_path, sft_arithmetic_careless, autocast):
+    overrides = [f"model.path={sft_arithmetic_careless}", "steps=20", "eval_every=20", f"model.autocast={autocast}"]
     overrides += [f"run.root={tmp_path}", "run.name=g", "run.progress=false"]
     out = train(load_config(GRPOConfig, CONFIGS / "grpo" / "arithmetic.yaml", overrides))
     before, after = out["initial"]["eval/accuracy"], out["final"]["eval/accuracy"]
-    print(f"GRPO arithmetic: greedy test accuracy {before:.3f} (SFT) -> {after:.3f} (GRPO, 20 steps)")
+    print(f"GRPO arithmetic ({autocast}): greedy test accuracy {before:.3f} (SFT) -> {after:.3f} (GRPO, 20 steps)")
     assert after >= before + 0.1
 
 

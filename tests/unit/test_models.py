@@ -23,6 +23,7 @@ from rewardloop.models import (
     count_parameters,
     load_pretrained,
     load_tokenizer,
+    mixed_precision,
     preset_config,
     resolve_device,
     save_model,
@@ -217,3 +218,31 @@ def test_a_missing_local_model_directory_is_named_plainly(tmp_path):
     missing = str(tmp_path / "runs" / "nope" / "final" / "policy")
     with pytest.raises(FileNotFoundError, match=r"model\.path=.*nope.*no such local directory"):
         load_pretrained(ModelConfig(path=missing))
+
+
+def test_mixed_precision_runs_matmuls_in_bf16_and_keeps_float32_weights_and_grads(tokenizer):
+    cfg = ModelConfig(preset="llama-1m", device="cpu", autocast="bfloat16")
+    torch.manual_seed(0)
+    model, _ = load_pretrained(cfg)
+    seen: list[torch.dtype] = []
+    model.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    with mixed_precision(cfg, torch.device("cpu")):
+        out = model(input_ids=IDS).logits
+    out.float().logsumexp(-1).mean().backward()
+    assert seen == [torch.bfloat16]
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters())
+    with mixed_precision(ModelConfig(autocast="off"), torch.device("cpu")):
+        model(input_ids=IDS)
+    assert seen[-1] == torch.float32  # "off" is a no-op
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model, _ = load_pretrained(ModelConfig(preset="llama-1m", device="cpu", gradient_checkpointing=checkpointing))
+        model.train()
+        model(input_ids=IDS).logits.logsumexp(-1).mean().backward()
+        grads.append(model.model.layers[0].self_attn.q_proj.weight.grad)
+    assert grads[1].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1])

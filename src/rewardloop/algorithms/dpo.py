@@ -38,7 +38,7 @@ from rewardloop.algorithms.common import (
 from rewardloop.algorithms.sft import IGNORE, collate, tokenize_row
 from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section
 from rewardloop.envs.tasks import TaskConfig, load_task
-from rewardloop.models import count_parameters, load_pretrained
+from rewardloop.models import count_parameters, load_pretrained, mixed_precision
 from rewardloop.ops import logprobs_from_logits
 from rewardloop.rollout import generate
 from rewardloop.runs import RunDir
@@ -254,6 +254,7 @@ def train(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
     run = RunDir.open(cfg.run, "dpo", cfg, resume=resume)
     model, tokenizer = load_pretrained(cfg.model)
     device, pad_id = next(model.parameters()).device, tokenizer.pad_token_id
+    amp = mixed_precision(cfg.model, device)  # bf16 autocast of forward passes when model.autocast is set
     task = load_task(cfg.task, kind="prompt", tokenizer=tokenizer, max_length=cfg.model.max_length)
     eval_prompts = [r["prompt"] for r in task.test][: cfg.eval_size]
     gold = cfg.task.name == "reviews"
@@ -266,11 +267,13 @@ def train(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
         train_pairs, test_pairs = load_pairs(cfg, model, tokenizer, task)
         enc_train = encode_pairs(tokenizer, train_pairs, cfg.model.max_length)
         enc_test = encode_pairs(tokenizer, test_pairs, cfg.model.max_length)
+        with amp:  # the reference log-probs in the same precision as the policy's forward passes
+            ref_train, ref_test = (reference_logps(model, enc, pad_id, device) for enc in (enc_train, enc_test))
         data = {
             "train_pairs": train_pairs,
             "test_pairs": test_pairs,
-            "ref_train": reference_logps(model, enc_train, pad_id, device),
-            "ref_test": reference_logps(model, enc_test, pad_id, device),
+            "ref_train": ref_train,
+            "ref_test": ref_test,
             "baseline": sample_texts(model, tokenizer, eval_prompts, cfg.gen, cfg.run.seed + 10_000),
         }
         torch.save(data, cache)
@@ -305,7 +308,8 @@ def train(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
     while step < cfg.steps:
         # 2. One step on a batch of pairs.
         idx = next(order)
-        loss, row = dpo_step(model, [enc_train[i] for i in idx], data["ref_train"][idx], pad_id, device, cfg)
+        with amp:
+            loss, row = dpo_step(model, [enc_train[i] for i in idx], data["ref_train"][idx], pad_id, device, cfg)
         loss.backward()
         row |= {"loss": loss.item(), "grad_norm": clip_and_step(model, opt, sched, cfg.optim.max_grad_norm)}
         row["lr"] = sched.get_last_lr()[0]

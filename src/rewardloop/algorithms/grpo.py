@@ -38,7 +38,7 @@ from rewardloop.algorithms.common import (
 from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section
 from rewardloop.diagnostics import check_degeneration, component_shares, emit, sample_table
 from rewardloop.envs.tasks import TaskConfig, load_task
-from rewardloop.models import count_parameters, load_pretrained
+from rewardloop.models import count_parameters, load_pretrained, mixed_precision
 from rewardloop.ops import (
     aggregate_loss,
     clipped_policy_loss,
@@ -312,9 +312,10 @@ def update(model, opt, sched, ro: Rollout, est: dict[str, torch.Tensor], cfg: GR
         order = torch.randperm(B)
         for start in range(0, B, mb):
             idx = order[start : start + mb].to(ro.input_ids.device)
-            logp, ent = sequence_logprobs(
-                model, ro.input_ids[idx], ro.attention_mask[idx], T, cfg.gen.temperature, with_entropy=True
-            )
+            with mixed_precision(cfg.model, idx.device):  # the forward only; backward runs outside autocast
+                logp, ent = sequence_logprobs(
+                    model, ro.input_ids[idx], ro.attention_mask[idx], T, cfg.gen.temperature, with_entropy=True
+                )
             mask = est["mask"][idx]
             ref = est["ref_logp"][idx] if est["ref_logp"] is not None else None
             loss, s = pg_loss(logp, est["old_logp"][idx], est["adv"][idx], mask, cfg, ref, ent)
@@ -358,6 +359,7 @@ def train(cfg: GRPOConfig, resume: bool = False) -> dict[str, Any]:
     run = RunDir.open(cfg.run, cfg.estimator, cfg, resume=resume)
     model, tokenizer = load_pretrained(cfg.model)
     device = next(model.parameters()).device
+    amp = mixed_precision(cfg.model, device)  # bf16 autocast when model.autocast is set, else a no-op
     needs_ref = cfg.kl_coef > 0 or (cfg.estimator == "reinforce_pp" and cfg.kl_reward_coef > 0)
     ref_model = copy.deepcopy(model).eval().requires_grad_(False) if needs_ref else None
     task = load_task(cfg.task, kind="prompt", tokenizer=tokenizer, max_length=cfg.model.max_length)
@@ -391,15 +393,17 @@ def train(cfg: GRPOConfig, resume: bool = False) -> dict[str, Any]:
     while step < cfg.steps:
         # 1. Collect: N prompts × G samples, scored (dynamic sampling refills zero-variance groups).
         t0 = time.perf_counter()
-        ro, row = collect_groups(model, tokenizer, next_prompts, reward_fns, weights, cfg, generator)
+        with amp:
+            ro, row = collect_groups(model, tokenizer, next_prompts, reward_fns, weights, cfg, generator)
         t1 = time.perf_counter()
         row |= {"time/collect": t1 - t0}
         if ro is not None:
             # 2. Estimate: π_old / π_ref log-probs and advantages.
-            est = estimate(model, ref_model, ro, cfg)
+            with amp:
+                est = estimate(model, ref_model, ro, cfg)
             t2 = time.perf_counter()
             # 3. Update: μ passes of clipped policy-gradient steps.
-            row |= update(model, opt, sched, ro, est, cfg)
+            row |= update(model, opt, sched, ro, est, cfg)  # applies model.autocast to its forward passes
             t3 = time.perf_counter()
             n_tokens = int(ro.response_mask.sum())
             row |= rollout_metrics(ro, est, "task" if "task" in fns else None)

@@ -32,7 +32,7 @@ from rewardloop.algorithms.common import clip_and_step, evaluate_generation, mak
 from rewardloop.algorithms.common import show as show_bar
 from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section
 from rewardloop.envs.tasks import TaskConfig, load_task
-from rewardloop.models import load_pretrained
+from rewardloop.models import load_pretrained, mixed_precision
 from rewardloop.models.value_head import ValueModel, load_value_model, value_model_from_policy
 from rewardloop.ops import (
     aggregate_loss,
@@ -322,6 +322,7 @@ def train(cfg: PPOConfig, resume: bool = False) -> dict[str, Any]:
     run = RunDir.open(cfg.run, "ppo", cfg, resume=resume)
     policy, tok = load_pretrained(cfg.model)
     device = next(policy.parameters()).device
+    amp = mixed_precision(cfg.model, device)
     ref, _ = load_pretrained(cfg.ref_model or cfg.model, device)
     ref.eval().requires_grad_(False)
     critic = value_model_from_policy(policy, shared=cfg.critic == "shared")
@@ -362,25 +363,26 @@ def train(cfg: PPOConfig, resume: bool = False) -> dict[str, Any]:
     while step < cfg.steps:
         t0 = time.perf_counter()
         # 2. Collect: sample one response per prompt (or one episode per environment), score with functions/env.
-        rows = [task.train[data_rng.randrange(len(task.train))] for _ in range(cfg.batch_size)]
-        rollout = rewarder.collect(policy, tok, rows, step, generator)
-        t_gen = time.perf_counter()
-        # 3. Score with the reward model (ensemble), then EOS penalty, normalisation, clipping.
-        rm = rewarder.score_rm(rollout)
-        valid = rollout.extras["valid"].to(device).bool()
-        score = process_scores(rollout.rewards.to(device), rollout.finished, cfg.reward, moments, valid)
-        t_score = time.perf_counter()
-        # 4. Old log-probs + values (fused on a shared trunk), reference log-probs. The sampler's log-probs are
-        #    only compared (a mismatch means a padding/position/temperature bug), the recomputed ones are used.
-        action_mask = rollout.extras.get("action_mask", rollout.response_mask).to(device).float()
-        mask = action_mask * valid[:, None].float()  # skipped samples take no part in the update
-        R = rollout.response_ids.shape[1]
-        old_logp, old_values = old_policy_pass(policy, critic, rollout, temperature, cfg.micro_batch_size)
-        t_value = time.perf_counter()
-        ref_logp = batched_logprobs(
-            ref, rollout.input_ids, rollout.attention_mask, R, temperature, cfg.micro_batch_size
-        )
-        t_ref = time.perf_counter()
+        with amp:  # forward passes in bf16 when model.autocast is set (update() applies it to its own)
+            rows = [task.train[data_rng.randrange(len(task.train))] for _ in range(cfg.batch_size)]
+            rollout = rewarder.collect(policy, tok, rows, step, generator)
+            t_gen = time.perf_counter()
+            # 3. Score with the reward model (ensemble), then EOS penalty, normalisation, clipping.
+            rm = rewarder.score_rm(rollout)
+            valid = rollout.extras["valid"].to(device).bool()
+            score = process_scores(rollout.rewards.to(device), rollout.finished, cfg.reward, moments, valid)
+            t_score = time.perf_counter()
+            # 4. Old log-probs + values (fused on a shared trunk), reference log-probs. The sampler's log-probs are
+            #    only compared (a mismatch means a padding/position/temperature bug), the recomputed ones are used.
+            action_mask = rollout.extras.get("action_mask", rollout.response_mask).to(device).float()
+            mask = action_mask * valid[:, None].float()  # skipped samples take no part in the update
+            R = rollout.response_ids.shape[1]
+            old_logp, old_values = old_policy_pass(policy, critic, rollout, temperature, cfg.micro_batch_size)
+            t_value = time.perf_counter()
+            ref_logp = batched_logprobs(
+                ref, rollout.input_ids, rollout.attention_mask, R, temperature, cfg.micro_batch_size
+            )
+            t_ref = time.perf_counter()
         # 5. Estimate: KL-shaped per-token rewards, GAE, whitening.
         kl = kl_estimate(old_logp, ref_logp, cfg.kl_estimator) * mask  # [B, R]
         token_rewards = rollout.extras.get("token_rewards")
@@ -483,7 +485,8 @@ def update(cfg: PPOConfig, policy, critic, opts, rollout, old_logp, old_values, 
                 idx = mb[m0 : m0 + cfg.micro_batch_size]
                 # Gradient accumulation: each micro-batch's token-mean is weighted by its share of the tokens.
                 weight = float(mask[idx].sum()) / n_tok if cfg.loss_agg == "token-mean" else len(idx) / len(mb)
-                logp, ent, values = policy_and_values(policy, critic, ids[idx], attn[idx], R, temperature, True)
+                with mixed_precision(cfg.model, ids.device):  # the forward only; backward outside autocast
+                    logp, ent, values = policy_and_values(policy, critic, ids[idx], attn[idx], R, temperature, True)
                 loss, st = ppo_loss(
                     logp, old_logp[idx], ent, values, old_values[idx], advantages[idx], returns[idx], mask[idx], cfg
                 )

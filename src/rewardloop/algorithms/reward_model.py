@@ -25,7 +25,7 @@ from pydantic import Field
 
 from rewardloop.algorithms.common import batches, clip_and_step, make_optimizer, progress, seed_everything, show
 from rewardloop.config import ModelConfig, OptimConfig, RunConfig, Section
-from rewardloop.models import load_pretrained, load_tokenizer
+from rewardloop.models import load_pretrained, load_tokenizer, mixed_precision
 from rewardloop.models.value_head import ValueModel, load_value_model
 from rewardloop.runs import RunDir
 
@@ -242,7 +242,8 @@ def _train_member(cfg: RewardModelConfig, run: RunDir, k: int, train_rows, test_
     offset = k * cfg.steps  # metrics.jsonl steps keep increasing across members
     while step < cfg.steps:
         # 2. Bradley–Terry step on a batch of pairs.
-        rc, rr, margin = _pair_batch(model, tok, [rows[i] for i in next(order)], device)
+        with mixed_precision(cfg.model, device):  # bf16 forward when model.autocast is set
+            rc, rr, margin = _pair_batch(model, tok, [rows[i] for i in next(order)], device)
         loss = bradley_terry_loss(rc, rr, margin)
         loss.backward()
         grad_norm = clip_and_step(model, opt, sched, cfg.optim.max_grad_norm)

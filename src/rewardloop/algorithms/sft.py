@@ -25,7 +25,7 @@ from rewardloop.algorithms.common import (
 )
 from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section
 from rewardloop.envs.tasks import TaskConfig, load_task
-from rewardloop.models import count_parameters, load_pretrained
+from rewardloop.models import count_parameters, load_pretrained, mixed_precision
 from rewardloop.runs import RunDir
 
 IGNORE = -100
@@ -122,7 +122,8 @@ def train(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
     while step < cfg.steps:
         # 2. One optimisation step on a shuffled batch.
         batch = collate([train_ex[i] for i in next(order)], tokenizer.pad_token_id, device)
-        loss = nll_loss(model, batch)
+        with mixed_precision(cfg.model, device):  # bf16 forward when model.autocast is set
+            loss = nll_loss(model, batch)
         loss.backward()
         grad_norm = clip_and_step(model, opt, sched, cfg.optim.max_grad_norm)
         step += 1

@@ -5,6 +5,7 @@ from rewardloop.models.loading import (
     load_model,
     load_pretrained,
     load_tokenizer,
+    mixed_precision,
     resolve_device,
     save_model,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "load_model",
     "load_pretrained",
     "load_tokenizer",
+    "mixed_precision",
     "preset_config",
     "resolve_device",
     "save_model",

@@ -80,9 +80,28 @@ def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, device: tor
         model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if cfg.gradient_checkpointing:
+        enable_checkpointing(model)
     if cfg.lora is not None:
         model = apply_lora(model, cfg.lora)
     return model.to(device)
+
+
+def enable_checkpointing(model: PreTrainedModel) -> None:
+    """Activation (gradient) checkpointing, non-reentrant; transformers ≥ 5.2x renamed the method."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def mixed_precision(cfg: ModelConfig, device: torch.device):
+    """The autocast context for ``cfg.autocast`` on ``device`` (a no-op context when off).
+
+    Training loops wrap sampling, scoring and the loss's forward/backward in it; optimizer steps and the log-prob
+    maths (``ops.logprobs_from_logits`` upcasts to float32) stay in full precision.
+    """
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.autocast == "bfloat16")
 
 
 def load_pretrained(cfg: ModelConfig, device: torch.device | None = None):
