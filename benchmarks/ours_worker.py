@@ -2,7 +2,8 @@
 
 Spec: {"algo": "grpo" | "ppo", "model_dir", "steps", "seed", "threads", "out_dir", "lr", "max_new_tokens",
 "eval_every", "eval_size", "eval_tokens", plus GRPO: "prompts_per_step", "group_size", "beta"; PPO: "batch_size",
-"epochs", "kl_coef", "vf_coef", "reward_dir" (a rewardloop reward model; default: the arithmetic exact match)}.
+"epochs", "kl_coef", "vf_coef", "reward_dir" (a rewardloop reward model; default: the arithmetic exact match)};
+optional "bf16" (model.autocast = bfloat16) and "gradient_checkpointing" (both off by default, as in rewardloop).
 Step time = the sum of the phase times the algorithm logs (time/*): evaluation, logging and checkpoints are outside.
 """
 
@@ -37,7 +38,13 @@ def common_sections(spec: dict) -> dict:
     from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig
 
     return {
-        "model": ModelConfig(path=spec["model_dir"], device="cpu", max_length=512),
+        "model": ModelConfig(
+            path=spec["model_dir"],
+            device="cpu",
+            max_length=512,
+            autocast="bfloat16" if spec.get("bf16") else "off",
+            gradient_checkpointing=spec.get("gradient_checkpointing", False),
+        ),
         "gen": GenerationConfig(max_new_tokens=spec["max_new_tokens"], temperature=1.0),
         "eval_gen": GenerationConfig(max_new_tokens=spec.get("eval_tokens", 8), temperature=0.0),
         "optim": OptimConfig(lr=spec["lr"], betas=(0.9, 0.95), weight_decay=0.0, max_grad_norm=1.0),

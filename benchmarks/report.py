@@ -38,6 +38,27 @@ def _why(side: dict) -> str:
     return ""
 
 
+# Labels of the sides in (b) and (c) (benchmarks/run_all.py: SIDES), and the ratios the targets compare.
+SIDE_LABELS = {
+    "ours": "rewardloop {algo} (defaults: fp32)",
+    "ours_gc": "rewardloop {algo} + activation checkpointing",
+    "ours_bf16": "rewardloop {algo}, bf16 autocast",
+    "trl": "{trl} (defaults: fp32, activation checkpointing)",
+    "trl_nogc": "{trl}, no activation checkpointing",
+    "trl_bf16": "{trl}, bf16 autocast (+ checkpointing)",
+}
+SPEED_PAIRS = [
+    ("ours", "trl", "each side's defaults"),
+    ("ours", "trl_nogc", "fp32, neither checkpointing"),
+    ("ours_bf16", "trl_bf16", "both bf16 autocast"),
+]
+MEMORY_PAIRS = [("ours_gc", "trl", "both checkpointing"), ("ours", "trl", "each side's defaults")]
+
+
+def _ratio(num: Any, den: Any) -> float | None:
+    return num / den if num and den else None
+
+
 def targets(res: dict) -> list[dict]:
     """The issue's targets as {target, value, threshold, met} rows (value None when not measurable in this run)."""
     rows = []
@@ -52,38 +73,29 @@ def targets(res: dict) -> list[dict]:
     for preset, b in (_get(res, "b") or {}).items():
         if not isinstance(b, dict) or "ours" not in b:
             continue
-        o, t = b["ours"].get("items_per_s"), b["trl"].get("items_per_s")
-        rows.append(
-            {"target": f"GRPO completions/s vs TRL ({preset})", "threshold": 2.0, "value": o / t if o and t else None}
-        )
-        mo, mt = b["ours"].get("peak_rss_mb"), b["trl"].get("peak_rss_mb")
-        rows.append(
-            {
-                "target": f"GRPO peak RSS / TRL's ({preset}), lower is better",
-                "threshold": 1.0,
-                "value": mo / mt if mo and mt else None,
-                "lower": True,
-            }
-        )
+        for o, t, how in SPEED_PAIRS:
+            if o in b and t in b:
+                value = _ratio(_get(b, o, "items_per_s"), _get(b, t, "items_per_s"))
+                rows.append(
+                    {"target": f"GRPO completions/s vs TRL ({preset}; {how})", "threshold": 2.0, "value": value}
+                )
+        for o, t, how in MEMORY_PAIRS:
+            if o in b and t in b:
+                value = _ratio(_get(b, o, "peak_rss_mb"), _get(b, t, "peak_rss_mb"))
+                target = f"GRPO peak RSS / TRL's ({preset}; {how}), lower is better"
+                rows.append({"target": target, "threshold": 1.0, "value": value, "lower": True})
     c = _get(res, "c")
     if isinstance(c, dict) and "ours" in c:
-        o, t = c["ours"].get("seconds_per_step"), c["trl"].get("seconds_per_step")
-        rows.append(
-            {
-                "target": f"PPO updates/s vs TRL 1.12 ({c['model']})",
-                "threshold": 3.0,
-                "value": t / o if o and t else None,
-            }
-        )
-        mo, mt = c["ours"].get("peak_rss_mb"), c["trl"].get("peak_rss_mb")
-        rows.append(
-            {
-                "target": "PPO peak RSS / TRL's, lower is better",
-                "threshold": 1.0,
-                "value": mo / mt if mo and mt else None,
-                "lower": True,
-            }
-        )
+        for o, t, how in SPEED_PAIRS:
+            if o in c and t in c:
+                value = _ratio(_get(c, t, "seconds_per_step"), _get(c, o, "seconds_per_step"))
+                target = f"PPO updates/s vs TRL 1.12 ({c['model']}; {how})"
+                rows.append({"target": target, "threshold": 3.0, "value": value})
+        for o, t, how in MEMORY_PAIRS:
+            if o in c and t in c:
+                value = _ratio(_get(c, o, "peak_rss_mb"), _get(c, t, "peak_rss_mb"))
+                rows.append({"target": f"PPO peak RSS / TRL's ({how}), lower is better", "threshold": 1.0,
+                             "value": value, "lower": True})  # fmt: skip
     for name, phases in (_get(res, "d", "mfu") or {}).items():
         if name.startswith("grpo") and "30m" in name and "update" in phases:
             rows.append({"target": f"train-phase MFU, {name}", "threshold": 0.5, "value": phases["update"]["mfu"]})
@@ -131,13 +143,19 @@ def block_a(res: dict) -> str:
     )
 
 
+def _sides(section: dict, algo: str, trl: str) -> list[tuple[str, str]]:
+    """(key, label) of every side present in a (b) or (c) result, in SIDE_LABELS order."""
+    return [(k, label.format(algo=algo, trl=trl)) for k, label in SIDE_LABELS.items() if k in section]
+
+
 def block_b(res: dict) -> str:
     out = []
     for preset, b in res["b"].items():
         if preset == "_meta":
             continue
         rows = []
-        for name, side in (("rewardloop GRPO", b["ours"]), ("TRL GRPOTrainer", b["trl"])):
+        for key, name in _sides(b, "GRPO", "TRL GRPOTrainer"):
+            side = b[key]
             if "seconds_per_step" not in side:
                 rows.append([name, _why(side), "—", "—", "—"])
                 continue
@@ -145,7 +163,7 @@ def block_b(res: dict) -> str:
             rows.append([name, side["seconds_per_step"], side["items_per_s"], side["peak_rss_mb"], last])
         out.append(
             f"**{preset}** — {b['N']} prompts × {b['G']} generations, {b['L']} new tokens, β = 0.04, "
-            f"lr 1e-5, fp32, {b['steps']} steps (first step is warm-up and not in the median); peak RSS of the worker "
+            f"lr 1e-5, {b['steps']} steps (first step is warm-up and not in the median); peak RSS of the worker "
             "process up to the end of training (rewardloop's final checkpoint write is excluded: TRL saves nothing)\n\n"
             + table(["side", "s/step", "completions/s", "peak RSS MiB", "reward at last step"], rows)
         )
@@ -155,22 +173,24 @@ def block_b(res: dict) -> str:
 def block_c(res: dict) -> str:
     c = res["c"]
     rows = []
-    for name, side in (("rewardloop PPO", c["ours"]), ("TRL 1.12 PPOTrainer", c["trl"])):
+    for key, name in _sides(c, "PPO", "TRL 1.12 PPOTrainer"):
+        side = c[key]
         if "seconds_per_step" not in side:
             rows.append([name, _why(side), "—", "—"])
             continue
         rows.append([name, side["seconds_per_step"], side["items_per_s"], side["peak_rss_mb"]])
     text = (
         f"Four {c['model']} models (policy, reference, value, reward), {c['B']} episodes per update, "
-        f"{c['L']}-token responses, {c['epochs']} PPO epochs, one mini-batch, fp32, {c['updates']} updates.\n\n"
+        f"{c['L']}-token responses, {c['epochs']} PPO epochs, one mini-batch, {c['updates']} updates.\n\n"
         + table(["side", "s/update", "episodes/s", "peak RSS MiB"], rows)
     )
-    phases = _get(c, "ours", "phases")
+    phases = {k: _get(c, k, "phases") for k in ("ours", "ours_bf16") if _get(c, k, "phases")}
     if phases:
         from benchmarks.run_all import steady
 
+        names = list(next(iter(phases.values())))
         text += "\nrewardloop time by phase (s/update, median after the first):\n\n"
-        text += table(list(phases), [[steady(v) for v in phases.values()]])
+        text += table(["side", *names], [[k, *[steady(p[n]) for n in names]] for k, p in phases.items()])
     return text
 
 
@@ -277,13 +297,14 @@ def plot_learning(e: dict, img_dir: Path, clock: str = "wall") -> str | None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     drawn = False
-    for (name, runs), color in zip(e["curves"].items(), ("C0", "C1", "C2"), strict=False):
+    for k, (name, runs) in enumerate(e["curves"].items()):
+        color, style = f"C{k}", "--o" if "bf16" in name else "-o"
         for i, curve in enumerate(runs):
             if isinstance(curve, list) and curve:
                 ax.plot(
                     [p["train_seconds"] for p in curve],
                     [p["accuracy"] for p in curve],
-                    "-o",
+                    style,
                     color=color,
                     alpha=0.8,
                     markersize=3,

@@ -91,6 +91,17 @@ MODES: dict[str, dict[str, Any]] = {
     },
 }
 LR, BETA, KL_COEF, VF_COEF = 1e-5, 0.04, 0.05, 0.1
+# The sides of (b) and (c): key → (venv, spec changes). Defaults differ — rewardloop trains without activation
+# checkpointing, TRL with it (its configs default gradient_checkpointing=True) — so each side also runs with the
+# other's setting, and both with bf16 autocast (rewardloop: model.autocast=bfloat16; TRL: bf16=True).
+SIDES: dict[str, tuple[str, dict[str, Any]]] = {
+    "ours": ("main", {}),
+    "ours_gc": ("main", {"gradient_checkpointing": True}),
+    "ours_bf16": ("main", {"bf16": True}),
+    "trl": ("trl", {}),
+    "trl_nogc": ("trl", {"gradient_checkpointing": False}),
+    "trl_bf16": ("trl", {"bf16": True}),
+}
 LEARN_LR = 3e-4
 
 
@@ -192,16 +203,28 @@ def summarize_steps(res: dict, per_step: int, key: str = "step_seconds") -> dict
     return {**res, "seconds_per_step": s, "items_per_s": per_step / s}
 
 
+def run_sides(r: Runner, ours_spec: dict, trl: tuple[str, str, dict], per_step: int, key: str) -> dict[str, dict]:
+    """Every side of SIDES: rewardloop with ``ours_spec``, TRL's ``(worker, venv, spec)``; summarised per step."""
+    trl_worker, trl_venv, trl_spec = trl
+    out = {}
+    for side, (venv, change) in SIDES.items():
+        if venv == "main":
+            out[side] = summarize_steps(r.worker("ours_worker", ours_spec | change), per_step)
+        elif r.have(trl_venv):
+            out[side] = summarize_steps(r.worker(trl_worker, trl_spec | change, trl_venv), per_step, key)
+        else:
+            out[side] = {"skipped": f"benchmarks/.venv-{trl_venv} missing: run `bash benchmarks/setup_trl_envs.sh`"}
+    return out
+
+
 def section_b(r: Runner, m: dict) -> dict:
     g, out = m["grpo"], {}
     for preset in g["sizes"]:
         spec = grpo_spec(r, preset, g["N"], g["G"], g["L"], g["steps"])
-        ours = summarize_steps(r.worker("ours_worker", {"algo": "grpo", **spec}), g["N"] * g["G"])
-        if r.have("trl"):
-            trl = summarize_steps(r.worker("trl_grpo_worker", spec, "trl"), g["N"] * g["G"])
-        else:
-            trl = {"skipped": "benchmarks/.venv-trl missing: run `bash benchmarks/setup_trl_envs.sh trl`"}
-        out[preset] = {"ours": ours, "trl": trl, "N": g["N"], "G": g["G"], "L": g["L"], "steps": g["steps"]}
+        sides = run_sides(
+            r, {"algo": "grpo", **spec}, ("trl_grpo_worker", "trl", spec), g["N"] * g["G"], "step_seconds"
+        )
+        out[preset] = {**sides, "N": g["N"], "G": g["G"], "L": g["L"], "steps": g["steps"]}
     return out
 
 
@@ -223,32 +246,17 @@ def section_c(r: Runner, m: dict) -> dict:
         "seed": 0,
         "out_dir": str(r.out / "runs"),
     }
-    ours = r.worker(
-        "ours_worker",
-        {"algo": "ppo", "model_dir": str(policy), "reward_dir": str(reward_rl), "steps": p["updates"], **common},
-    )
-    ours = summarize_steps(ours, p["B"])
-    if r.have("trl112"):
-        spec = {
-            "policy_dir": str(policy),
-            "value_dir": str(value),
-            "reward_dir": str(reward),
-            "data": str(r.data_file()),
-            "updates": p["updates"],
-            **common,
-        }
-        trl = summarize_steps(r.worker("trl_ppo_worker", spec, "trl112"), p["B"], "update_seconds")
-    else:
-        trl = {"skipped": "benchmarks/.venv-trl112 missing: run `bash benchmarks/setup_trl_envs.sh trl112`"}
-    return {
-        "model": p["size"],
-        "B": p["B"],
-        "L": p["L"],
-        "epochs": p["epochs"],
+    ours = {"algo": "ppo", "model_dir": str(policy), "reward_dir": str(reward_rl), "steps": p["updates"], **common}
+    trl = {
+        "policy_dir": str(policy),
+        "value_dir": str(value),
+        "reward_dir": str(reward),
+        "data": str(r.data_file()),
         "updates": p["updates"],
-        "ours": ours,
-        "trl": trl,
+        **common,
     }
+    sides = run_sides(r, ours, ("trl_ppo_worker", "trl112", trl), p["B"], "update_seconds")
+    return {"model": p["size"], "B": p["B"], "L": p["L"], "epochs": p["epochs"], "updates": p["updates"], **sides}
 
 
 def section_d(r: Runner, m: dict, results: dict) -> dict:
@@ -313,12 +321,14 @@ def section_e(r: Runner, m: dict) -> dict:
         "eval_tokens": 8,
         "out_dir": str(r.out / "runs"),
     }
-    curves: dict[str, list] = {"rewardloop GRPO": [], "rewardloop PPO": [], "TRL GRPO": []}
+    curves: dict[str, list] = {k: [] for k in ("rewardloop GRPO", "rewardloop PPO", "TRL GRPO")}
+    curves |= {"rewardloop GRPO bf16": [], "rewardloop PPO bf16": []}  # the bf16 autocast learning-curve check
     for seed in lm["seeds"]:
         spec = {**common, "seed": seed}
-        curves["rewardloop GRPO"].append(r.worker("ours_worker", {"algo": "grpo", **spec}))
         ppo = {**spec, "algo": "ppo", "batch_size": lm["N"] * lm["G"], "epochs": 1, "kl_coef": BETA, "vf_coef": VF_COEF}
-        curves["rewardloop PPO"].append(r.worker("ours_worker", ppo))
+        for bf16, suffix in ((False, ""), (True, " bf16")):
+            curves["rewardloop GRPO" + suffix].append(r.worker("ours_worker", {"algo": "grpo", **spec, "bf16": bf16}))
+            curves["rewardloop PPO" + suffix].append(r.worker("ours_worker", {**ppo, "bf16": bf16}))
         if r.have("trl"):
             curves["TRL GRPO"].append(r.worker("trl_grpo_worker", spec, "trl"))
     if not curves["TRL GRPO"]:

@@ -2,8 +2,9 @@
 
 Spec: {"model_dir", "data" (JSON file with "train"/"test" rows {prompt, answer}), "prompts_per_step" N,
 "group_size" G, "max_new_tokens", "beta", "lr", "steps", "seed", "threads", "eval_every" (0 = never),
-"eval_size", "eval_tokens", "out_dir"}. One optimizer step per generation batch of N·G completions (TRL:
-per_device_train_batch_size = N·G, gradient_accumulation_steps = steps_per_generation = 1), fp32, CPU.
+"eval_size", "eval_tokens", "out_dir", optional "bf16" (default false) and "gradient_checkpointing" (default true,
+TRL's own default)}. One optimizer step per generation batch of N·G completions (TRL: per_device_train_batch_size
+= N·G, gradient_accumulation_steps = steps_per_generation = 1), CPU.
 Step time = on_step_begin → on_step_end (generation + scoring + reference + update); greedy evaluation runs
 outside that window and is not counted.
 """
@@ -70,8 +71,9 @@ def main() -> None:
     args = GRPOConfig(
         output_dir=spec["out_dir"],
         use_cpu=True,
-        bf16=False,
+        bf16=spec.get("bf16", False),  # True: bf16 autocast on CPU (accelerate)
         fp16=False,
+        gradient_checkpointing=spec.get("gradient_checkpointing", True),  # TRL's own default
         max_steps=spec["steps"],
         per_device_train_batch_size=N * G,
         gradient_accumulation_steps=1,

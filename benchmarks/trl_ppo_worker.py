@@ -2,8 +2,8 @@
 
 Spec: {"policy_dir", "value_dir", "reward_dir" (sequence-classification models, one label), "data" (JSON with
 "train" rows {prompt, answer}), "batch_size" (episodes per update), "max_new_tokens", "epochs", "kl_coef",
-"vf_coef", "lr", "updates", "seed", "threads", "out_dir"}. One mini-batch per update (num_mini_batches = 1),
-fp32, CPU. Update time = wall time between consecutive ``on_step_end`` callbacks (the first from ``on_train_begin``).
+"vf_coef", "lr", "updates", "seed", "threads", "out_dir", optional "bf16" (default false) and
+"gradient_checkpointing" (default true, TRL's own default)}. One mini-batch per update (num_mini_batches = 1), CPU. Update time = wall time between consecutive ``on_step_end`` callbacks (the first from ``on_train_begin``).
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ def main() -> None:
     args = PPOConfig(
         output_dir=spec["out_dir"],
         use_cpu=True,
-        bf16=False,
+        bf16=spec.get("bf16", False),  # True: bf16 autocast on CPU (accelerate)
         fp16=False,
+        gradient_checkpointing=spec.get("gradient_checkpointing", True),  # TRL's own default
         per_device_train_batch_size=B,
         gradient_accumulation_steps=1,
         num_mini_batches=1,
