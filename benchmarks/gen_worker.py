@@ -3,6 +3,7 @@
 Spec: {"model_dir", "batch_sizes": [1, 16, 64], "prompt_len": 16, "new_tokens": 64, "repeats": 3, "threads", "seed"}.
 Sampling at temperature 1 (no top-k / top-p) on both sides. Tokens counted = tokens actually generated per row up to
 and including EOS (a row that stops early costs rewardloop nothing more; `generate` keeps padding it).
+With "bf16": true (default) both sides are measured again under bf16 autocast (``model.autocast=bfloat16``).
 """
 
 from __future__ import annotations
@@ -83,11 +84,15 @@ def main() -> None:
         for prompt_len in spec.get("prompt_lens", [spec["prompt_len"]]):
             for new_tokens in spec.get("new_tokens_list", [spec["new_tokens"]]):
                 ids = random_prompts(tok, batch, prompt_len, spec.get("seed", 0))
-                ours = bench_ours(model, tok, ids, new_tokens, spec["repeats"], spec.get("seed", 0))
-                hf = bench_hf(model, tok, ids, new_tokens, spec["repeats"]) if spec.get("with_hf", True) else None
-                row = {"batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens, "ours": ours}
-                if hf is not None:
-                    row |= {"hf_generate": hf, "speedup": ours["tokens_per_s"] / hf["tokens_per_s"]}
+                row = {"batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens}
+                for suffix, bf16 in (("", False), ("_bf16", True)):
+                    if bf16 and not spec.get("bf16", True):
+                        continue
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                        ours = bench_ours(model, tok, ids, new_tokens, spec["repeats"], spec.get("seed", 0))
+                        hf = bench_hf(model, tok, ids, new_tokens, spec["repeats"])
+                    row |= {f"ours{suffix}": ours, f"hf_generate{suffix}": hf}
+                    row[f"speedup{suffix}"] = ours["tokens_per_s"] / hf["tokens_per_s"]
                 rows.append(row)
     emit({"params": n_params, "rows": rows})
 
