@@ -17,7 +17,7 @@ if str(ROOT) not in sys.path:  # benchmarks/ is a top-level package beside src/,
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import targets, write_docs  # noqa: E402
-from benchmarks.run_all import VENVS, main  # noqa: E402
+from benchmarks.run_all import SIDES, VENVS, main  # noqa: E402
 
 
 def positive(x) -> bool:
@@ -43,9 +43,8 @@ def smoke(tmp_path_factory) -> dict:
 @pytest.mark.slow
 def test_generation_and_roofline(smoke):
     rows = smoke["a"]["rows"]
-    assert rows and all(
-        positive(r["ours"]["tokens_per_s"]) and positive(r["hf_generate"]["tokens_per_s"]) for r in rows
-    )
+    sides = ("ours", "hf_generate", "ours_bf16", "hf_generate_bf16")
+    assert rows and all(positive(r[side]["tokens_per_s"]) for r in rows for side in sides)
     roof = smoke["d"]["roofline"]
     assert positive(roof["fp32"]["peak_gflops"]) and positive(roof["bf16"]["peak_gflops"])
     mfu = smoke["d"]["mfu"]
@@ -55,27 +54,32 @@ def test_generation_and_roofline(smoke):
 
 @pytest.mark.slow
 def test_grpo_and_ppo_sides(smoke):
+    # every side: rewardloop and TRL, each with default settings, the other's checkpointing setting and bf16
     for preset, b in smoke["b"].items():
         if preset.startswith("_"):
             continue
-        check_side(b["ours"])
+        assert set(SIDES) <= set(b)
+        for side, (venv, _) in SIDES.items():
+            if venv == "main" or trl_ready("trl"):
+                check_side(b[side])
+            else:
+                assert "skipped" in b[side]
         assert set(b["ours"]["phases"]) >= {"collect", "estimate", "update"}
-        if trl_ready("trl"):
-            check_side(b["trl"])
+    c = smoke["c"]
+    for side, (venv, _) in SIDES.items():
+        if venv == "main":
+            check_side(c[side])
+        elif trl_ready("trl112"):
+            check_side(c[side], "update_seconds")
         else:
-            assert "skipped" in b["trl"]
-    check_side(smoke["c"]["ours"])
-    assert set(smoke["c"]["ours"]["phases"]) >= {"generate", "score", "value", "reference", "train"}
-    if trl_ready("trl112"):
-        check_side(smoke["c"]["trl"], "update_seconds")
-    else:
-        assert "skipped" in smoke["c"]["trl"]
+            assert "skipped" in c[side]
+    assert set(c["ours"]["phases"]) >= {"generate", "score", "value", "reference", "train"}
 
 
 @pytest.mark.slow
 def test_learning_curves_and_scaling(smoke, tmp_path):
     curves = smoke["e"]["curves"]
-    for name in ("rewardloop GRPO", "rewardloop PPO"):
+    for name in ("rewardloop GRPO", "rewardloop PPO", "rewardloop GRPO bf16", "rewardloop PPO bf16"):
         for curve in curves[name]:
             assert isinstance(curve, list) and curve[0]["step"] == 0, curve
             assert all(0.0 <= p["accuracy"] <= 1.0 for p in curve) and positive(curve[-1]["train_seconds"])
