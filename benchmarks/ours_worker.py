@@ -3,7 +3,8 @@
 Spec: {"algo": "grpo" | "ppo", "model_dir", "steps", "seed", "threads", "out_dir", "lr", "max_new_tokens",
 "eval_every", "eval_size", "eval_tokens", plus GRPO: "prompts_per_step", "group_size", "beta"; PPO: "batch_size",
 "epochs", "kl_coef", "vf_coef", "reward_dir" (a rewardloop reward model; default: the arithmetic exact match)};
-optional "bf16" (model.autocast = bfloat16) and "gradient_checkpointing" (both off by default, as in rewardloop).
+optional "bf16" (model.autocast = bfloat16) and "gradient_checkpointing" (both off by default, as in rewardloop),
+GRPO "micro_batch_size" (default: the whole batch in one forward/backward).
 Step time = the sum of the phase times the algorithm logs (time/*): evaluation, logging and checkpoints are outside.
 """
 
@@ -66,6 +67,7 @@ def run_grpo(spec: dict) -> dict:
         prompts_per_step=spec["prompts_per_step"],
         group_size=spec["group_size"],
         kl_coef=spec["beta"],
+        micro_batch_size=spec.get("micro_batch_size"),
         loss_agg="token-mean",
         n_samples=0,
     )

@@ -161,6 +161,15 @@ def aggregate_loss(loss: torch.Tensor, mask: torch.Tensor, mode: str = "token-me
     raise ValueError(f"unknown loss aggregation {mode!r}; allowed: 'token-mean', 'seq-mean', 'constant'")
 
 
+def accumulation_weight(micro_mask: torch.Tensor, mini_mask: torch.Tensor, mode: str = "token-mean") -> float:
+    """Weight of one micro-batch's aggregated loss in gradient accumulation, so that Σ_micro w·loss_micro equals the
+    whole minibatch's ``aggregate_loss``: the micro-batch's share of the tokens (token-mean) or of the sequences
+    (seq-mean, constant). Masks [b, T] ⊂ [B, T]."""
+    if mode == "token-mean":
+        return float(micro_mask.sum()) / max(float(mini_mask.sum()), 1.0)
+    return micro_mask.shape[0] / mini_mask.shape[0]
+
+
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
     """1 − Var[R − V] / Var[R] over masked tokens (1 = perfect critic, ≤ 0 = no better than a constant)."""
     var_r = masked_var(returns, mask)

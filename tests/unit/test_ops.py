@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rewardloop.ops import (
+    accumulation_weight,
     aggregate_loss,
     clipped_policy_loss,
     clipped_value_loss,
@@ -190,3 +191,15 @@ def test_explained_variance():
     values = torch.tensor([[1.0, 2.0, 3.0, 5.0, -7.0]])
     assert explained_variance(values, returns, mask) == pytest.approx(0.85, abs=1e-6)
     assert math.isnan(explained_variance(values, torch.ones_like(returns), mask))
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean", "constant"])
+def test_accumulation_weights_make_micro_batches_sum_to_the_minibatch_loss(mode):
+    torch.manual_seed(0)
+    loss = torch.randn(6, 5)
+    mask = (torch.rand(6, 5) > 0.3).float()
+    mask[:, 0] = 1.0
+    whole = aggregate_loss(loss, mask, mode, max_len=5)
+    parts = [(loss[i : i + 4], mask[i : i + 4]) for i in (0, 4)]  # uneven micro-batches: 4 + 2 rows
+    summed = sum(accumulation_weight(m, mask, mode) * aggregate_loss(x, m, mode, max_len=5) for x, m in parts)
+    torch.testing.assert_close(summed, whole)

@@ -35,6 +35,7 @@ from rewardloop.envs.tasks import TaskConfig, load_task
 from rewardloop.models import load_pretrained, mixed_precision
 from rewardloop.models.value_head import ValueModel, load_value_model, value_model_from_policy
 from rewardloop.ops import (
+    accumulation_weight,
     aggregate_loss,
     clipped_policy_loss,
     clipped_value_loss,
@@ -479,12 +480,11 @@ def update(cfg: PPOConfig, policy, critic, opts, rollout, old_logp, old_values, 
         perm = torch.randperm(B).tolist()
         for start in range(0, B, cfg.mini_batch_size):
             mb = perm[start : start + cfg.mini_batch_size]
-            n_tok = float(mask[mb].sum().clamp(min=1.0))
             mb_stats = []
             for m0 in range(0, len(mb), cfg.micro_batch_size):
                 idx = mb[m0 : m0 + cfg.micro_batch_size]
                 # Gradient accumulation: each micro-batch's token-mean is weighted by its share of the tokens.
-                weight = float(mask[idx].sum()) / n_tok if cfg.loss_agg == "token-mean" else len(idx) / len(mb)
+                weight = accumulation_weight(mask[idx], mask[mb], cfg.loss_agg)
                 with mixed_precision(cfg.model, ids.device):  # the forward only; backward outside autocast
                     logp, ent, values = policy_and_values(policy, critic, ids[idx], attn[idx], R, temperature, True)
                 loss, st = ppo_loss(
