@@ -67,7 +67,7 @@ def run_grpo(spec: dict) -> dict:
         prompts_per_step=spec["prompts_per_step"],
         group_size=spec["group_size"],
         kl_coef=spec["beta"],
-        micro_batch_size=spec.get("micro_batch_size"),
+        **({"micro_batch_size": spec["micro_batch_size"]} if "micro_batch_size" in spec else {}),  # else the default
         loss_agg="token-mean",
         n_samples=0,
     )
