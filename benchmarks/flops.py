@@ -8,12 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 
-def grpo_phase_flops(n_params: int, batch: int, prompt_len: float, resp_len: float, with_ref: bool) -> dict[str, float]:
-    """FLOPs of one GRPO step by phase (collect = prefill + decode; estimate = π_old (+ π_ref); update = 1 epoch)."""
+def grpo_phase_flops(
+    n_params: int, batch: int, prompt_len: float, resp_len: float, with_ref: bool, recompute_old: bool = False
+) -> dict[str, float]:
+    """FLOPs of one GRPO step by phase: collect = prefill + decode; estimate = π_ref (when β > 0), plus π_old only
+    when it is recomputed (rewardloop's default reuses the sampler's log-probs); update = 1 epoch."""
     tokens = batch * (prompt_len + resp_len)
     return {
         "collect": 2 * n_params * tokens,
-        "estimate": 2 * n_params * tokens * (2 if with_ref else 1),
+        "estimate": 2 * n_params * tokens * (int(with_ref) + int(recompute_old)),
         "update": 6 * n_params * tokens,
     }
 

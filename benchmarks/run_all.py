@@ -269,22 +269,26 @@ def section_d(r: Runner, m: dict, results: dict) -> dict:
     peak = roof["fp32"]["peak_gflops"]
     phases: dict[str, Any] = {}
     prompt_len = mean_prompt_tokens(r)
+    # fp32 runs against the fp32 peak, bf16-autocast runs against the bf16 peak
+    sides = (("ours", "", peak), ("ours_bf16", " bf16", roof["bf16"]["peak_gflops"]))
     for preset, b in (results.get("b") or {}).items():
-        ours = b.get("ours") if isinstance(b, dict) else None
-        if not ours or "phases" not in ours:
-            continue
-        n = count_params(r.model_dir(preset))
-        resp = statistics.mean(ours["response_tokens"])
-        flops = grpo_phase_flops(n, b["N"] * b["G"], prompt_len, resp, with_ref=BETA > 0)
-        secs = {k: steady(v) for k, v in ours["phases"].items()}
-        phases[f"grpo {preset}"] = mfu(flops, secs, peak)
-    c = results.get("c")
-    if c and "phases" in c["ours"]:
-        n = count_params(r.model_dir(c["model"]))
-        resp = statistics.mean(c["ours"]["response_tokens"])
-        flops = ppo_phase_flops(n, c["B"], prompt_len, resp, c["epochs"])
-        secs = {k: steady(v) for k, v in c["ours"]["phases"].items()}
-        phases[f"ppo {c['model']}"] = mfu(flops, secs, peak)
+        for side, suffix, side_peak in sides:
+            ours = b.get(side) if isinstance(b, dict) else None
+            if not ours or "phases" not in ours:
+                continue
+            n = count_params(r.model_dir(preset))
+            resp = statistics.mean(ours["response_tokens"])
+            flops = grpo_phase_flops(n, b["N"] * b["G"], prompt_len, resp, with_ref=BETA > 0)
+            secs = {k: steady(v) for k, v in ours["phases"].items()}
+            phases[f"grpo {preset}{suffix}"] = mfu(flops, secs, side_peak)
+    c = results.get("c") or {}
+    for side, suffix, side_peak in sides:
+        if "phases" in c.get(side, {}):
+            n = count_params(r.model_dir(c["model"]))
+            resp = statistics.mean(c[side]["response_tokens"])
+            flops = ppo_phase_flops(n, c["B"], prompt_len, resp, c["epochs"])
+            secs = {k: steady(v) for k, v in c[side]["phases"].items()}
+            phases[f"ppo {c['model']}{suffix}"] = mfu(flops, secs, side_peak)
     a = results.get("a")
     if a and "rows" in a:
         for row in a["rows"]:
