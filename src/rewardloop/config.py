@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class ConfigError(ValueError):
@@ -45,6 +45,12 @@ class ModelConfig(Section):
     lora: LoraConfig | None = Field(None, description="train LoRA adapters (needs `peft`) instead of all weights")
     trust_remote_code: bool = False
     max_length: int = Field(256, ge=8, description="longest prompt+response the run will feed the model")
+
+    @field_validator("autocast", mode="before")
+    @classmethod
+    def _autocast_words(cls, v: Any) -> Any:
+        """YAML reads `off`/`false` as False: accept it (and `bf16`) rather than fail on the user's spelling."""
+        return {False: "off", None: "off", "bf16": "bfloat16"}.get(v, v) if not isinstance(v, list | dict) else v
 
 
 class LoraConfig(Section):

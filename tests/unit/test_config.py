@@ -177,3 +177,19 @@ def test_setting_one_field_keeps_the_configs_other_section_defaults(tmp_path):
     path.write_text("optim:\n  lr: 0.002\n")
     cfg = load_config(SFTConfig, path)
     assert cfg.optim.lr == 0.002 and cfg.optim.schedule == "cosine"
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"), [("off", "off"), ("false", "off"), ("bf16", "bfloat16"), ("bfloat16", "bfloat16")]
+)
+def test_autocast_accepts_yaml_off_and_short_names(tmp_path, word, expected):
+    # YAML (and so the override parser) reads `off` as False; the option must still accept the word it documents.
+    assert load_config(SFTConfig, None, [f"model.autocast={word}"]).model.autocast == expected
+    f = tmp_path / "c.yaml"
+    f.write_text(f"model:\n  autocast: {word}\n")
+    assert load_config(SFTConfig, f).model.autocast == expected
+
+
+def test_autocast_rejects_other_values_naming_them():
+    with pytest.raises(ConfigError, match=r"model.autocast = 'fp8'.*'off' or 'bfloat16'"):
+        load_config(SFTConfig, None, ["model.autocast=fp8"])
