@@ -43,6 +43,7 @@ SIDE_LABELS = {
     "ours": "rewardloop {algo} (defaults: fp32)",
     "ours_gc": "rewardloop {algo} + activation checkpointing",
     "ours_bf16": "rewardloop {algo}, bf16 autocast",
+    "ours_onepass": "rewardloop {algo}, update in one pass (micro_batch_size=null)",
     "trl": "{trl} (defaults: fp32, activation checkpointing)",
     "trl_nogc": "{trl}, no activation checkpointing",
     "trl_bf16": "{trl}, bf16 autocast (+ checkpointing)",

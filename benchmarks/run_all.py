@@ -102,6 +102,8 @@ SIDES: dict[str, tuple[str, dict[str, Any]]] = {
     "trl_nogc": ("trl", {"gradient_checkpointing": False}),
     "trl_bf16": ("trl", {"bf16": True}),
 }
+# GRPO also without its default micro-batching (micro_batch_size=null: the update's forward/backward in one pass).
+GRPO_SIDES = {**SIDES, "ours_onepass": ("main", {"micro_batch_size": None})}
 LEARN_LR = 3e-4
 
 
@@ -203,11 +205,13 @@ def summarize_steps(res: dict, per_step: int, key: str = "step_seconds") -> dict
     return {**res, "seconds_per_step": s, "items_per_s": per_step / s}
 
 
-def run_sides(r: Runner, ours_spec: dict, trl: tuple[str, str, dict], per_step: int, key: str) -> dict[str, dict]:
-    """Every side of SIDES: rewardloop with ``ours_spec``, TRL's ``(worker, venv, spec)``; summarised per step."""
+def run_sides(
+    r: Runner, sides: dict, ours_spec: dict, trl: tuple[str, str, dict], per_step: int, key: str
+) -> dict[str, dict]:
+    """Every side of ``sides``: rewardloop with ``ours_spec``, TRL's ``(worker, venv, spec)``; summarised per step."""
     trl_worker, trl_venv, trl_spec = trl
     out = {}
-    for side, (venv, change) in SIDES.items():
+    for side, (venv, change) in sides.items():
         if venv == "main":
             out[side] = summarize_steps(r.worker("ours_worker", ours_spec | change), per_step)
         elif r.have(trl_venv):
@@ -221,9 +225,8 @@ def section_b(r: Runner, m: dict) -> dict:
     g, out = m["grpo"], {}
     for preset in g["sizes"]:
         spec = grpo_spec(r, preset, g["N"], g["G"], g["L"], g["steps"])
-        sides = run_sides(
-            r, {"algo": "grpo", **spec}, ("trl_grpo_worker", "trl", spec), g["N"] * g["G"], "step_seconds"
-        )
+        trl = ("trl_grpo_worker", "trl", spec)
+        sides = run_sides(r, GRPO_SIDES, {"algo": "grpo", **spec}, trl, g["N"] * g["G"], "step_seconds")
         out[preset] = {**sides, "N": g["N"], "G": g["G"], "L": g["L"], "steps": g["steps"]}
     return out
 
@@ -255,7 +258,7 @@ def section_c(r: Runner, m: dict) -> dict:
         "updates": p["updates"],
         **common,
     }
-    sides = run_sides(r, ours, ("trl_ppo_worker", "trl112", trl), p["B"], "update_seconds")
+    sides = run_sides(r, SIDES, ours, ("trl_ppo_worker", "trl112", trl), p["B"], "update_seconds")
     return {"model": p["size"], "B": p["B"], "L": p["L"], "epochs": p["epochs"], "updates": p["updates"], **sides}
 
 

@@ -50,7 +50,9 @@ class ModelConfig(Section):
     @classmethod
     def _autocast_words(cls, v: Any) -> Any:
         """YAML reads `off`/`false` as False: accept it (and `bf16`) rather than fail on the user's spelling."""
-        return {False: "off", None: "off", "bf16": "bfloat16"}.get(v, v) if not isinstance(v, list | dict) else v
+        if v is False or v is None:
+            return "off"
+        return "bfloat16" if v == "bf16" else v
 
 
 class LoraConfig(Section):

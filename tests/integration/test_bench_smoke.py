@@ -17,7 +17,7 @@ if str(ROOT) not in sys.path:  # benchmarks/ is a top-level package beside src/,
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import targets, write_docs  # noqa: E402
-from benchmarks.run_all import SIDES, VENVS, main  # noqa: E402
+from benchmarks.run_all import GRPO_SIDES, SIDES, VENVS, main  # noqa: E402
 
 
 def positive(x) -> bool:
@@ -58,8 +58,8 @@ def test_grpo_and_ppo_sides(smoke):
     for preset, b in smoke["b"].items():
         if preset.startswith("_"):
             continue
-        assert set(SIDES) <= set(b)
-        for side, (venv, _) in SIDES.items():
+        assert set(GRPO_SIDES) <= set(b)
+        for side, (venv, _) in GRPO_SIDES.items():
             if venv == "main" or trl_ready("trl"):
                 check_side(b[side])
             else:
