@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForSequenceClassification
 
 from rewardloop.algorithms.reward_model import (
     RewardEnsemble,
@@ -83,11 +83,10 @@ def test_scores_invariant_to_batch_size_and_padding_side_when_pad_is_eos(lm_tok)
     assert values[2, int(mask[2].sum()) - 1].item() == pytest.approx(right[2].item(), abs=1e-6)
 
 
-def test_save_load_roundtrip_and_plain_transformers_backbone(lm_tok, tmp_path):
+def test_save_load_roundtrip_as_a_sequence_classification_checkpoint(lm_tok, tmp_path):
     lm, tok = lm_tok
     model = ValueModel(lm, kind="reward", stats={"mean": 0.5, "std": 2.0}).eval()
-    with torch.no_grad():
-        model.value_head.bias.fill_(0.25)
+    assert model.value_head.bias is None  # as HF's `score` head
     model.save_pretrained(tmp_path / "rm")
     tok.save_pretrained(tmp_path / "rm")
     loaded, _ = load_value_model(tmp_path / "rm", device="cpu")
@@ -95,7 +94,8 @@ def test_save_load_roundtrip_and_plain_transformers_backbone(lm_tok, tmp_path):
     with torch.no_grad():
         assert torch.allclose(model.score(ids, mask), loaded.score(ids, mask), atol=1e-6)
     assert loaded.kind == "reward" and loaded.stats == {"mean": 0.5, "std": 2.0}
-    AutoModelForCausalLM.from_pretrained(tmp_path / "rm")  # the backbone is a plain HF checkpoint
+    assert sorted(p.name for p in (tmp_path / "rm").glob("*.safetensors")) == ["model.safetensors"]  # no side files
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm").config.num_labels == 1
     # A single model dir loads as a one-member ensemble with normalised scores (r − μ) / σ and std 0.
     ens = load_reward_ensemble(tmp_path / "rm", device="cpu")
     out = ens.score(["1+2="], [" 3"])

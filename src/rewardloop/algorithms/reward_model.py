@@ -1,7 +1,8 @@
 """Reward modelling from pairwise preferences (Bradley–Terry), with ensembles for uncertainty.
 
-Model: r_θ(x, y) = w·h_T + b, the scalar head read at the last real token of prompt x + response y
-(``models/value_head.py``). Loss (Bradley & Terry 1952; Ouyang et al. 2022 eq. 1; Llama-2 §3.2.2 margin):
+Model: r_θ(x, y) = w·h_T, the bias-free scalar head read at the last real token of prompt x + response y
+(``models/value_head.py``; saved as a Hugging Face ``...ForSequenceClassification`` checkpoint).
+Loss (Bradley & Terry 1952; Ouyang et al. 2022 eq. 1; Llama-2 §3.2.2 margin):
 
     L(θ) = − E_(x, y_c, y_r) log σ(r_θ(x, y_c) − r_θ(x, y_r) − m)
 
@@ -285,7 +286,7 @@ def train(cfg: RewardModelConfig, resume: bool = False) -> dict[str, Any]:
     for k in range(cfg.ensemble):
         name = "reward" if cfg.ensemble == 1 else f"reward-{k}"
         done = run.path / "final" / name
-        if resume and (done / "value_head.json").exists():
+        if resume and (done / "config.json").exists():
             model, mtok = load_value_model(done, cfg.model.device)
             members.append({"model_dir": done, **evaluate_pairs(model, mtok, test_rows)})
             continue

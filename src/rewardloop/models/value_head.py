@@ -1,36 +1,45 @@
 """Scalar heads on a causal-LM trunk: the PPO critic V(s_t) and the Bradley–Terry reward model r(x, y).
 
-``ValueModel`` = a Hugging Face causal LM (its trunk gives hidden states h_t) + a linear head h_t → scalar.
-The critic reads the head at every position; the reward model reads it at the *last real token* of each sequence,
-found from the attention mask — never by searching for the pad id, which is wrong when pad == eos (a classic bug in
-``...ForSequenceClassification`` heads). With ``shared=True`` the trunk is the policy's own (PPO's "value head on
-the policy trunk"); otherwise it is a separate copy (InstructGPT's separate value model).
+``ValueModel`` = a transformer trunk (hidden states h_t) + a bias-free linear head h_t → w·h_t, as in Hugging Face's
+``...ForSequenceClassification`` (``score``) and OpenRLHF's critic. The critic reads the head at every position; the
+reward model reads it at the *last real token* of each sequence, found from the attention mask — never by searching
+for the pad id, which is wrong when pad == eos (a classic bug in ``...ForSequenceClassification`` pooling). With
+``shared=True`` the trunk is the policy's own (PPO's "value head on the policy trunk"); otherwise it is a separate
+copy (InstructGPT's separate value model).
 
-On disk a ValueModel directory is the backbone as plain ``save_pretrained`` output (``AutoModelForCausalLM`` loads
-it) plus ``value_head.safetensors`` (keys ``value_head.weight``/``value_head.bias``) and ``value_head.json``
-(kind, reward normalisation statistics).
+On disk a ValueModel directory IS a Hugging Face sequence-classification checkpoint:
+``AutoModelForSequenceClassification.from_pretrained(dir)`` loads it with our head as ``score.weight``
+(``num_labels=1``). rewardloop's metadata — kind and reward normalisation statistics — is the ``rewardloop`` entry
+of config.json. ``load_value_model`` also reads any such checkpoint written by plain transformers (TRL's
+RewardTrainer) and the older layout (causal LM + ``value_head.safetensors`` + ``value_head.json``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from huggingface_hub import save_torch_state_dict
+from safetensors.torch import load_file
 from torch import nn
 from torch.nn.modules.module import _IncompatibleKeys
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
-from rewardloop.models.loading import load_tokenizer, resolve_device
+from rewardloop.models.loading import check_model_path, load_tokenizer, resolve_device
 from rewardloop.rollout.engine import position_ids_from_mask
 
-HEAD_FILE, META_FILE = "value_head.safetensors", "value_head.json"
+log = logging.getLogger(__name__)
+HEAD_KEY = "score.weight"  # the head's name in every HF decoder ...ForSequenceClassification
+LEGACY_HEAD_FILE, LEGACY_META_FILE = "value_head.safetensors", "value_head.json"
 
 
 def trunk_of(lm: nn.Module) -> nn.Module:
-    """The transformer body (no LM head) of a causal LM, looking through a peft wrapper."""
+    """The transformer body (no LM head) of a causal LM or a bare trunk, looking through a peft wrapper."""
     inner = lm.get_base_model() if hasattr(lm, "peft_config") else lm
     return inner.base_model
 
@@ -42,9 +51,11 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class ValueModel(nn.Module):
-    """Causal-LM trunk + linear scalar head. ``kind``: 'value' (critic) or 'reward' (reward model).
+    """Transformer trunk + bias-free linear scalar head. ``kind``: 'value' (critic) or 'reward' (reward model).
 
-    ``stats`` holds the reward normalisation statistics {"mean", "std"} over training responses (reward models).
+    ``lm`` is a causal LM (the policy or a copy of it) or a bare trunk (``AutoModel``); either way its
+    ``base_model`` is the trunk. ``stats`` holds the reward normalisation statistics {"mean", "std"} over training
+    responses (reward models).
     """
 
     def __init__(self, lm: nn.Module, *, kind: str = "value", shared: bool = False, stats: dict | None = None):
@@ -52,18 +63,13 @@ class ValueModel(nn.Module):
         self.lm = lm
         self.kind, self.shared, self.stats = kind, shared, dict(stats or {})
         hidden = lm.config.hidden_size
-        self.value_head = nn.Linear(hidden, 1)
+        self.value_head = nn.Linear(hidden, 1, bias=False)  # saved as HF's `score.weight`
         nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1) ** 0.5)  # as in TRL's ValueHead init
-        nn.init.zeros_(self.value_head.bias)
         self.value_head.to(next(lm.parameters()).device)
 
     @property
     def config(self):
         return self.lm.config
-
-    @property
-    def _tied_weights_keys(self):
-        return getattr(self.lm, "_tied_weights_keys", None)
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Final hidden states [B, L, H] (position ids skip left padding, as in the sampler)."""
@@ -91,50 +97,94 @@ class ValueModel(nn.Module):
 
     # -- persistence (RunDir checkpoints call save_pretrained / load_state_dict through save_model/restore_weights)
     def save_pretrained(self, path: str | Path, safe_serialization: bool = True, **kwargs: Any) -> None:
+        """Write a HF sequence-classification checkpoint: config.json + safetensors (trunk + ``score.weight``).
+
+        A LoRA trunk is saved merged (the format has no adapters).
+        """
         path = Path(path)
-        self.lm.save_pretrained(path, safe_serialization=True, **kwargs)
-        head = {f"value_head.{k}": v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()}
-        save_file(head, path / HEAD_FILE)
-        (path / META_FILE).write_text(json.dumps({"kind": self.kind, "stats": self.stats}, indent=1))
+        path.mkdir(parents=True, exist_ok=True)
+        lm = copy.deepcopy(self.lm).merge_and_unload() if hasattr(self.lm, "peft_config") else self.lm
+        trunk = trunk_of(lm)
+        weights = {f"{trunk.base_model_prefix}.{k}": v for k, v in trunk.state_dict().items()}
+        weights[HEAD_KEY] = self.value_head.weight.detach()
+        save_torch_state_dict(weights, path)
+        self._hf_config(trunk).save_pretrained(path)
+
+    def _hf_config(self, trunk: nn.Module):
+        """The trunk's config turned into its ``...ForSequenceClassification`` config, with our metadata."""
+        config = copy.deepcopy(trunk.config)
+        arch = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.get(config.model_type)
+        if arch is None:
+            raise ValueError(f"transformers has no sequence-classification class for model_type={config.model_type!r}")
+        config.architectures, config.num_labels = [arch], 1
+        if config.pad_token_id is None:  # HF's pooling needs one; ours reads the attention mask instead
+            eos = config.eos_token_id
+            config.pad_token_id = eos[0] if isinstance(eos, list) else eos
+        config.dtype = next(trunk.parameters()).dtype
+        config.rewardloop = {"kind": self.kind, "stats": self.stats}
+        return config
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Accept the flat on-disk layout: ``value_head.*`` keys for the head, everything else for the backbone."""
-        head = {k.removeprefix("value_head."): v for k, v in state_dict.items() if k.startswith("value_head.")}
-        body = {k.removeprefix("lm."): v for k, v in state_dict.items() if not k.startswith("value_head.")}
-        res = self.lm.load_state_dict(body, strict=False)
-        missing = list(res.missing_keys)
-        if head:
-            self.value_head.load_state_dict(head)
+        """Accept the on-disk layout: ``score.weight`` for the head, ``<prefix>.*`` for the trunk."""
+        trunk = trunk_of(self.lm)
+        prefix = trunk.base_model_prefix + "."
+        body = {k.removeprefix(prefix): v for k, v in state_dict.items() if k.startswith(prefix)}
+        unexpected = [k for k in state_dict if k != HEAD_KEY and not k.startswith(prefix)]
+        res = trunk.load_state_dict(body, strict=False, assign=assign)
+        missing = [prefix + k for k in res.missing_keys]
+        unexpected += [prefix + k for k in res.unexpected_keys]
+        if HEAD_KEY in state_dict:
+            self.value_head.weight.data.copy_(state_dict[HEAD_KEY])
         else:
-            missing += ["value_head.weight", "value_head.bias"]
-        if strict and (missing or res.unexpected_keys):
-            raise RuntimeError(
-                f"ValueModel.load_state_dict: missing {missing[:5]}, unexpected {res.unexpected_keys[:5]}"
-            )
-        return _IncompatibleKeys(missing, list(res.unexpected_keys))
+            missing.append(HEAD_KEY)
+        if strict and (missing or unexpected):
+            raise RuntimeError(f"ValueModel.load_state_dict: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        return _IncompatibleKeys(missing, unexpected)
 
 
 def value_model_from_policy(policy: nn.Module, *, shared: bool) -> ValueModel:
     """A critic for ``policy``: a head on its own trunk (``shared``) or on a deep copy of it (separate critic)."""
-    import copy
-
     lm = policy if shared else copy.deepcopy(policy)
     return ValueModel(lm, kind="value", shared=shared)
 
 
 def load_value_model(path: str | Path, device: str | torch.device = "auto") -> tuple[ValueModel, Any]:
-    """(ValueModel, tokenizer) from a directory written by ``ValueModel.save_pretrained`` + a tokenizer."""
-    path = Path(path)
-    if not (path / HEAD_FILE).exists():
-        raise FileNotFoundError(f"{path}: no {HEAD_FILE}; not a reward/value model directory written by rewardloop")
-    meta = json.loads((path / META_FILE).read_text()) if (path / META_FILE).exists() else {}
+    """(ValueModel, tokenizer) from a HF sequence-classification checkpoint with ``num_labels=1`` + a tokenizer.
+
+    Reads what ``ValueModel.save_pretrained`` writes, any such checkpoint from plain transformers (TRL's
+    RewardTrainer: its ``score`` becomes our head, no statistics) and the older ``value_head.safetensors`` layout.
+    """
+    check_model_path(str(path), "reward/value model path")
+    if Path(path).is_dir() and not (Path(path) / "config.json").exists():
+        raise FileNotFoundError(f"{path}: no config.json; not a reward/value model directory")
     dev = resolve_device(device) if isinstance(device, str) else device
-    lm = AutoModelForCausalLM.from_pretrained(path).to(dev)
-    model = ValueModel(lm, kind=meta.get("kind", "value"), stats=meta.get("stats"))
-    head = load_file(path / HEAD_FILE)
-    model.value_head.load_state_dict({k.removeprefix("value_head."): v for k, v in head.items()})
-    model.value_head.to(dev)
+    config = AutoConfig.from_pretrained(path)
+    meta = getattr(config, "rewardloop", None) or {"kind": "reward"}
+    if (Path(path) / LEGACY_HEAD_FILE).exists():
+        trunk, head = AutoModel.from_pretrained(path), load_file(Path(path) / LEGACY_HEAD_FILE)
+        meta_file = Path(path) / LEGACY_META_FILE
+        meta = json.loads(meta_file.read_text()) if meta_file.exists() else {"kind": "value"}
+        weight, bias = head["value_head.weight"], head.get("value_head.bias")
+    else:
+        archs, n = config.architectures or [], config.num_labels
+        if n != 1 or not any(a.endswith("ForSequenceClassification") for a in archs):
+            raise ValueError(
+                f"{path}: not a reward/value model — expected a Hugging Face sequence-classification checkpoint with "
+                f"num_labels=1 (config.json has architectures={archs}, num_labels={n})"
+            )
+        cls = AutoModelForSequenceClassification.from_pretrained(path)
+        trunk, weight, bias = cls.base_model, cls.score.weight, cls.score.bias
+    model = ValueModel(trunk.to(dev), kind=meta.get("kind", "reward"), stats=meta.get("stats"))
+    model.value_head.weight.data.copy_(weight)
+    if bias is not None and float(bias.abs().max()) > 0:
+        _drop_bias(model, float(bias.reshape(-1)[0]), path)
     from rewardloop.config import ModelConfig
 
-    tok = load_tokenizer(ModelConfig(path=str(path)))
-    return model.eval(), tok
+    return model.eval(), load_tokenizer(ModelConfig(path=str(path)))
+
+
+def _drop_bias(model: ValueModel, bias: float, path: str | Path) -> None:
+    """Our head has no bias: fold a saved one into the mean so normalised scores (r − μ)/σ are unchanged."""
+    if "mean" in model.stats:
+        model.stats["mean"] -= bias
+    log.warning("%s: the head's bias %.4g is dropped (raw scores shift by it; normalised scores do not)", path, bias)
