@@ -43,6 +43,11 @@ class ModelConfig(Section):
     )
     device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
     lora: LoraConfig | None = Field(None, description="train LoRA adapters (needs `peft`) instead of all weights")
+    disable_dropout: bool = Field(
+        True,
+        description="set every dropout rate to 0 (modules, config, LoRA's): RL re-scores samples in train mode and "
+        "the log-probs must match the sampler's (TRL's disable_dropout); SFT defaults to false",
+    )
     trust_remote_code: bool = False
     max_length: int = Field(256, ge=8, description="longest prompt+response the run will feed the model")
 

@@ -32,7 +32,7 @@ IGNORE = -100
 
 
 class SFTConfig(Section):
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = ModelConfig(disable_dropout=False)
     task: TaskConfig = TaskConfig()
     optim: OptimConfig = OptimConfig(lr=3e-3, warmup_steps=50, schedule="cosine")
     gen: GenerationConfig = GenerationConfig(max_new_tokens=8, temperature=0.0)

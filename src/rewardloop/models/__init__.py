@@ -1,7 +1,11 @@
-"""Models: loading any HF causal LM or a tiny preset, the built-in tokenizer, saving with safetensors."""
+"""Models: loading any HF causal LM, LoRA adapter or tiny preset, the built-in tokenizer, saving with safetensors.
+
+Reward and value models (Hugging Face sequence-classification checkpoints) live in ``models.value_head``.
+"""
 
 from rewardloop.models.loading import (
     count_parameters,
+    disable_dropout,
     load_model,
     load_pretrained,
     load_tokenizer,
@@ -16,6 +20,7 @@ __all__ = [
     "PRESETS",
     "build_tokenizer",
     "count_parameters",
+    "disable_dropout",
     "load_model",
     "load_pretrained",
     "load_tokenizer",

@@ -6,6 +6,7 @@ Everything saved here reloads with plain ``transformers``: ``AutoModelForCausalL
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -48,6 +49,8 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     source = cfg.tokenizer or cfg.path
     if source is not None:
         check_model_path(source, "model.tokenizer" if cfg.tokenizer else "model.path")
+        if cfg.tokenizer is None and not (Path(source) / "tokenizer_config.json").exists():
+            source = adapter_base(source) or source  # an adapter saved without a tokenizer: the base model's
     if source is None:
         tok = build_tokenizer()
     else:
@@ -60,12 +63,20 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
 
 
 def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, device: torch.device | None = None):
-    """The policy model for ``cfg`` on ``device``: from_pretrained(path) or a freshly initialised preset."""
+    """The policy model for ``cfg`` on ``device``: from_pretrained(path) or a freshly initialised preset.
+
+    A ``path`` holding a LoRA adapter (adapter_config.json) loads its base model plus the adapter: kept as
+    trainable adapters when ``cfg.lora`` is set, merged into the weights otherwise.
+    """
     device = device or resolve_device(cfg.device)
     dtype = DTYPES[cfg.dtype]
+    base = None
     if cfg.path is not None:
         check_model_path(cfg.path)
-        model = AutoModelForCausalLM.from_pretrained(cfg.path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+        base = adapter_base(cfg.path)  # a LoRA adapter directory: its base model first, the adapter below
+        model = AutoModelForCausalLM.from_pretrained(
+            base or cfg.path, dtype=dtype, trust_remote_code=cfg.trust_remote_code
+        )
     else:
         config = preset_config(
             cfg.preset,
@@ -82,9 +93,49 @@ def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, device: tor
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     if cfg.gradient_checkpointing:
         enable_checkpointing(model)
-    if cfg.lora is not None:
+    if base is not None:
+        model = load_adapter(model, cfg.path, trainable=cfg.lora is not None)
+    elif cfg.lora is not None:
         model = apply_lora(model, cfg.lora)
+    if cfg.disable_dropout:
+        disable_dropout(model)
     return model.to(device)
+
+
+def adapter_base(path: str | Path) -> str | None:
+    """The base model named by the LoRA adapter saved in ``path`` (None when ``path`` holds no adapter)."""
+    config_file = Path(path) / "adapter_config.json"
+    if not config_file.exists():
+        return None
+    base = json.loads(config_file.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(
+            f"{path}: the LoRA adapter names no base model (it was trained on a preset built from a config); "
+            "save that run with model.lora.save=merged"
+        )
+    return base
+
+
+def load_adapter(model: PreTrainedModel, path: str | Path, trainable: bool):
+    """``model`` with the LoRA adapter saved in ``path``: trainable adapters, or merged into plain weights."""
+    from peft import PeftModel
+
+    peft_model = PeftModel.from_pretrained(model, path, is_trainable=trainable)
+    if trainable:
+        return peft_model
+    return peft_model.merge_and_unload().requires_grad_(True)  # full fine-tuning of the merged weights
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Every dropout rate → 0: ``nn.Dropout`` modules, float rates that modules read in ``forward`` (Llama's
+    ``attention_dropout``) and the config's (``attention_dropout``, ``resid_pdrop``, ...) so a re-saved model keeps it.
+    """
+    for obj in [*model.modules(), model.config]:
+        if isinstance(obj, torch.nn.Dropout):
+            obj.p = 0.0
+        for name, value in list(vars(obj).items()):
+            if isinstance(value, float) and ("dropout" in name or name.endswith("pdrop")):
+                setattr(obj, name, 0.0)
 
 
 def enable_checkpointing(model: PreTrainedModel) -> None:
