@@ -188,6 +188,45 @@ def test_lora_trains_only_adapters_and_saves_merged_and_as_adapter(base_dir, tmp
     torch.testing.assert_close(logits(reloaded), expected, atol=1e-5, rtol=1e-5)
 
 
+def peft_model_with_nonzero_adapters(base):
+    """A LoRA-wrapped ``base`` whose adapters change the function (fresh LoRA B matrices are 0)."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    model = get_peft_model(base, PeftLoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    return model.eval()
+
+
+def test_a_saved_adapter_is_the_next_stage_model_path(base_dir, tmp_path, tokenizer):
+    pytest.importorskip("peft")
+    peft_model = peft_model_with_nonzero_adapters(AutoModelForCausalLM.from_pretrained(base_dir))
+    expected = logits(peft_model)
+    assert not torch.allclose(logits(AutoModelForCausalLM.from_pretrained(base_dir)), expected, atol=1e-4)
+    adapter = save_model(peft_model, tokenizer, tmp_path / "adapter", lora_save="adapter")
+
+    merged, tok = load_pretrained(ModelConfig(path=str(adapter), device="cpu"))  # no lora: merged, all trainable
+    assert not hasattr(merged, "peft_config") and all(p.requires_grad for p in merged.parameters())
+    torch.testing.assert_close(logits(merged.eval()), expected, atol=1e-4, rtol=1e-4)  # merging rounds in float32
+    assert tok("37+48=")["input_ids"] == tokenizer("37+48=")["input_ids"]
+
+    kept, _ = load_pretrained(ModelConfig(path=str(adapter), device="cpu", lora=LoraConfig()))  # lora: keep training
+    trainable = [n for n, p in kept.named_parameters() if p.requires_grad]
+    assert hasattr(kept, "peft_config") and trainable and all("lora_" in n for n in trainable)
+    torch.testing.assert_close(logits(kept.eval()), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_an_adapter_on_a_preset_names_the_problem(tmp_path, tiny_model, tokenizer):
+    pytest.importorskip("peft")
+    adapter = save_model(peft_model_with_nonzero_adapters(tiny_model()), tokenizer, tmp_path / "a", lora_save="adapter")
+    with pytest.raises(ValueError, match=r"adapter names no base model.*merged"):
+        load_pretrained(ModelConfig(path=str(adapter), device="cpu"))
+
+
 def test_sft_with_the_lora_flag_checkpoints_resumes_and_saves_an_adapter(base_dir, tmp_path):
     pytest.importorskip("peft")
     cfg = SFTConfig(
