@@ -76,15 +76,18 @@ def run_grpo(spec: dict) -> dict:
 
 def run_ppo(spec: dict) -> dict:
     from rewardloop.algorithms import ppo
-    from rewardloop.algorithms.ppo import PPOConfig, RewardSourceConfig, train
+    from rewardloop.algorithms.ppo import PPOConfig, train
+    from rewardloop.rewards import RewardSpec
 
     patch_module_clock(ppo)
 
-    reward = RewardSourceConfig(model=spec["reward_dir"]) if spec.get("reward_dir") else RewardSourceConfig()
+    rm = (
+        {"rewards": [RewardSpec(model=spec["reward_dir"])], "task_reward_weight": 0.0} if spec.get("reward_dir") else {}
+    )
     B = spec["batch_size"]
     cfg = PPOConfig(
         **common_sections(spec),
-        reward=reward,
+        **rm,
         critic_optim=common_sections(spec)["optim"],
         critic="separate",
         batch_size=B,

@@ -118,11 +118,10 @@ def sample_table(
     if rollout.rewards is None or len(rollout) == 0:
         return []
     rewards = rollout.rewards.detach().float().cpu()
-    valid = rollout.extras.get("valid")
+    valid = rollout.valid
     order = [i for i in torch.argsort(rewards, descending=True).tolist() if valid is None or bool(valid[i])]
     picks = [("best", i) for i in order[:k]] + [("worst", i) for i in order[::-1][:k] if i not in order[:k]]
-    components = rollout.extras.get("components", {})
-    columns = {**components, **(extra or {})}
+    columns = {**rollout.components, **(extra or {})}
     table = []
     for rank, i in picks:
         row = {
@@ -135,7 +134,7 @@ def sample_table(
         }
         row["components"] = {n: _item(v, i) for n, v in columns.items()}
         table.append(row)
-    for err in rollout.extras.get("reward_errors", []) or []:
+    for err in rollout.reward_errors:
         table.append({"rank": "error", **{k: (v[:max_chars] if isinstance(v, str) else v) for k, v in err.items()}})
     return table
 

@@ -176,3 +176,18 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
     if var_r.item() == 0:
         return float("nan")
     return float(1.0 - masked_var(returns - values, mask) / var_r)
+
+
+def group_stats(x: torch.Tensor, group_ids: torch.Tensor, weight: torch.Tensor | None = None):
+    """Per-sample statistics of the sample's own group, grouping by id (never by row order):
+    x, group_ids [B] (any ids, any order), weight [B] 0/1 (which samples count; default all) →
+    (mean [B], unbiased std [B] (0 for groups of one), count [B]) of the weighted members of each sample's group."""
+    _, inv = torch.unique(group_ids, return_inverse=True)  # [B] group index 0..n_groups−1
+    w = torch.ones_like(x) if weight is None else weight.to(x.dtype)
+    n_groups = int(inv.max()) + 1 if len(inv) else 0
+    count = torch.zeros(n_groups, dtype=x.dtype, device=x.device).index_add_(0, inv, w)  # [N]
+    total = torch.zeros_like(count).index_add_(0, inv, x * w)
+    mean = total / count.clamp(min=1.0)
+    sq = torch.zeros_like(count).index_add_(0, inv, w * (x - mean[inv]) ** 2)
+    std = (sq / (count - 1).clamp(min=1.0)).sqrt()
+    return mean[inv], std[inv], count[inv]

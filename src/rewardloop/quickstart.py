@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from rewardloop.algorithms.ppo import PPOConfig, RewardSourceConfig
+from rewardloop.algorithms.ppo import PPOConfig
 from rewardloop.algorithms.sft import SFTConfig
 from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section, load_config
 from rewardloop.envs.tasks import TaskConfig
@@ -41,7 +41,6 @@ class QuickstartConfig(Section):
     ppo: PPOConfig = PPOConfig(
         model=ModelConfig(max_length=32),
         task=TASK,
-        reward=RewardSourceConfig(functions=["exact_match"]),
         gen=GenerationConfig(max_new_tokens=6, temperature=1.0),
         eval_gen=GenerationConfig(max_new_tokens=6, temperature=0.0),
         optim=OptimConfig(lr=3e-5, warmup_steps=5),

@@ -184,17 +184,18 @@ def test_sampler_logprobs_stand_in_for_a_teacher_forced_old_policy_pass(tmp_path
     """reuse_sampler_logprobs (the default) must give the π_old that a separate forward would compute."""
     from rewardloop.algorithms.grpo import estimate
     from rewardloop.config import GenerationConfig
+    from rewardloop.rewards import RewardSet
     from rewardloop.rollout.collect import collect
 
     model = tiny_model("llama-1m", seed=3)
     rows = [{"prompt": p, "answer": "1"} for p in ("1+2=", "37+48=", "5+5=")]
     gen = GenerationConfig(max_new_tokens=6, temperature=0.8)
-    ro = collect(model, tokenizer, rows, gen, {"len": lambda p, c, **_: [float(len(x)) for x in c]},
-                 samples_per_prompt=4, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    rewards = RewardSet({"len": lambda p, c, **_: [float(len(x)) for x in c]}, {"len": 1.0})
+    ro = collect(model, tokenizer, rows, gen, rewards, samples_per_prompt=4, generator=torch.Generator().manual_seed(0))
     cfg = tiny(tmp_path, "x", "gen.temperature=0.8", "group_size=4")
     reused = estimate(model, None, ro, cfg)
     recomputed = estimate(model, None, ro, cfg.model_copy(update={"reuse_sampler_logprobs": False}))
-    mask = reused["mask"].bool()
+    mask = reused.mask.bool()
     assert mask.any()
-    assert torch.allclose(reused["old_logp"][mask], recomputed["old_logp"][mask], atol=1e-4)
-    assert torch.equal(reused["adv"], recomputed["adv"])
+    assert torch.allclose(reused.old_logp[mask], recomputed.old_logp[mask], atol=1e-4)
+    assert torch.equal(reused.adv, recomputed.adv)

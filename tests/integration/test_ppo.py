@@ -10,16 +10,18 @@ import textwrap
 import pytest
 import torch
 
-from rewardloop.algorithms.ppo import PPOConfig, RewardSourceConfig, score_values, train, value_command
+from rewardloop.algorithms.ppo import PPOConfig, score_values, train, value_command
 from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig
 from rewardloop.envs.tasks import TaskConfig
+from rewardloop.rewards import RewardSpec
 from rewardloop.rewards.scoring import RewardError
+from rewardloop.rollout.collect import score_rollout
 from rewardloop.rollout.env_collect import collect_env
 
 LOGGED = [
     "reward/mean", "reward/std", "kl", "kl_coef", "entropy", "loss/policy", "loss/value", "clipfrac/policy",
     "approx_kl", "explained_variance", "advantages/mean", "advantages/std", "response/length", "tokens_per_s",
-    "time/generate", "time/score", "time/reference", "time/value", "time/train",
+    "time/collect", "time/estimate", "time/train",
 ]  # fmt: skip
 
 
@@ -52,7 +54,7 @@ def test_ppo_runs_logs_and_saves_critic(tmp_path, critic):
     # A reward that depends on the text, so advantages are non-zero: answer length in characters.
     plugin = tmp_path / "rew.py"
     plugin.write_text("def length(prompts, completions, **_):\n    return [len(c) / 4 for c in completions]\n")
-    cfg = tiny_cfg(tmp_path, critic, critic=critic, reward=RewardSourceConfig(functions=[f"{plugin}:length"]))
+    cfg = tiny_cfg(tmp_path, critic, critic=critic, rewards=[RewardSpec(fn=f"{plugin}:length")], task_reward_weight=0)
     res = train(cfg)
     metrics = rows(res["run_dir"])
     last = metrics[-1]
@@ -103,8 +105,8 @@ NAN_REWARD = textwrap.dedent(
 def test_reward_nan_is_reported_and_handled(tmp_path, on_error, caplog):
     plugin = tmp_path / "flaky.py"
     plugin.write_text(NAN_REWARD)
-    cfg = tiny_cfg(tmp_path, on_error, steps=1, reward=RewardSourceConfig(functions=[f"{plugin}:flaky"],
-                                                                          on_error=on_error))  # fmt: skip
+    cfg = tiny_cfg(tmp_path, on_error, steps=1, rewards=[RewardSpec(fn=f"{plugin}:flaky")], task_reward_weight=0,
+                   on_reward_error=on_error)  # fmt: skip
     if on_error == "abort":
         with pytest.raises(RewardError, match="sample 0"):
             train(cfg)
@@ -148,24 +150,30 @@ def test_multi_turn_env_collect_masks_and_rewards():
     torch.manual_seed(0)
     model, tok = load_pretrained(ModelConfig(preset="llama-1m", device="cpu", max_length=64))
     gen = GenerationConfig(max_new_tokens=3, temperature=1.0)
-    ro = collect_env(model, tok, [CountingEnv(), CountingEnv()], gen, max_turns=2)
+    ro = score_rollout(collect_env(model, tok, [CountingEnv(), CountingEnv()], gen, max_turns=2), None)
     env_ids = tok(" again:", add_special_tokens=False)["input_ids"]
     for b in range(2):
-        am, rm = ro.extras["action_mask"][b], ro.response_mask[b]
-        n1 = len(tok(ro.extras["turns"][b][0], add_special_tokens=False)["input_ids"])
-        assert len(ro.extras["turns"][b]) == 2
+        am, rm = ro.action_mask[b], ro.response_mask[b]
+        n1 = len(tok(ro.turns[b][0], add_special_tokens=False)["input_ids"])
+        assert len(ro.turns[b]) == 2
         # action, then the env's observation tokens (attended, not trained), then the second action
         assert am[: int(rm.sum())].tolist().count(0) == len(env_ids)
         assert ro.response_ids[b, am.tolist().index(0) : am.tolist().index(0) + len(env_ids)].tolist() == env_ids
-        assert n1 >= 1 and ro.extras["token_rewards"][b].sum().item() == pytest.approx(ro.rewards[b].item())
-        assert ro.extras["token_rewards"][b, am.tolist().index(0) - 1].item() == 0.5  # on turn 1's last token
+        assert n1 >= 1 and ro.token_rewards[b].sum().item() == pytest.approx(ro.rewards[b].item())
+        assert ro.token_rewards[b, am.tolist().index(0) - 1].item() == 0.5  # on turn 1's last token
+        assert ro.components["env"][b].item() == pytest.approx(ro.rewards[b].item())
 
 
 def test_ppo_with_environment(tmp_path):
-    cfg = tiny_cfg(tmp_path, "env", reward=RewardSourceConfig(env=f"{__name__}:make_env", max_turns=2))
+    cfg = tiny_cfg(tmp_path, "env", env=f"{__name__}:make_env", max_turns=2)
     res = train(cfg)
     last = rows(res["run_dir"])[-1]
-    assert last["reward/mean"] >= 0.5 and math.isfinite(last["loss/policy"])
+    # Each episode earns 0.5 on turn 1 and 1 or 0 on turn 2: the mean over 8 episodes is 0.5 + k/8.
+    k = (last["reward/mean"] - 0.5) * cfg.batch_size
+    assert k == pytest.approx(round(k), abs=1e-6) and 0 <= round(k) <= cfg.batch_size
+    assert math.isfinite(last["loss/policy"])
+    # Evaluation runs greedy episodes on the environment (0.5 or 1.5 each; identical episodes), not arithmetic rows.
+    assert last["eval/reward"] in (0.5, 1.5) and res["initial"]["eval/reward"] in (0.5, 1.5)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -214,8 +222,8 @@ def test_ppo_with_reward_model_ensemble_logs_uncertainty(tmp_path):
         rm.save_pretrained(tmp_path / "rm" / f"reward-{k}")
         tok.save_pretrained(tmp_path / "rm" / f"reward-{k}")
     (tmp_path / "rm" / "ensemble.json").write_text(json.dumps({"members": ["reward-0", "reward-1"]}))
-    reward = RewardSourceConfig(model=str(tmp_path / "rm"), uncertainty_penalty=1.0)
-    res = train(tiny_cfg(tmp_path, "ens", steps=1, reward=reward))
+    rewards = [RewardSpec(model=str(tmp_path / "rm"), uncertainty_penalty=1.0)]
+    res = train(tiny_cfg(tmp_path, "ens", steps=1, rewards=rewards, task_reward_weight=0))
     last = rows(res["run_dir"])[-1]
     assert last["rm/std"] > 0 and math.isfinite(last["rm/score"])
     # reward = mean − λ·std, so it sits below the ensemble mean
@@ -223,6 +231,9 @@ def test_ppo_with_reward_model_ensemble_logs_uncertainty(tmp_path):
 
 
 def test_ppo_with_task_rows_as_environment(tmp_path):
-    res = train(tiny_cfg(tmp_path, "taskenv", steps=1, reward=RewardSourceConfig(env="task")))
+    res = train(tiny_cfg(tmp_path, "taskenv", steps=1, env="task", sample_k=4))
     last = rows(res["run_dir"])[-1]
-    assert 0.0 <= last["reward/mean"] <= 1.0 and math.isfinite(last["loss/value"])
+    assert math.isfinite(last["loss/value"])
+    # The reward came from the environment (the task's exact match, one step): component "env" is the reward.
+    samples = [json.loads(x) for x in (res["run_dir"] / "samples.jsonl").read_text().splitlines()]
+    assert samples and all(s["components"]["env"] == s["reward"] and s["reward"] in (0.0, 1.0) for s in samples)

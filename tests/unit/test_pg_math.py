@@ -17,11 +17,12 @@ from rewardloop.algorithms.grpo import (
     pg_loss,
     reinforce_pp_advantages,
     rloo_advantages,
-    zero_variance_groups,
+    zero_variance,
 )
 from rewardloop.types import Rollout
 
 R = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0])  # two groups of G = 4
+GID = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
 
 
 def test_grpo_advantages_group_mean_over_unbiased_std():
@@ -29,26 +30,48 @@ def test_grpo_advantages_group_mean_over_unbiased_std():
     # group 2: mean 0.5, std = sqrt(4·0.25/3) = 1/sqrt(3) → ±0.5·sqrt(3)
     h = 0.5 * math.sqrt(3)
     expected = torch.tensor([1.5, -0.5, -0.5, -0.5, h, h, -h, -h])
-    torch.testing.assert_close(grpo_advantages(R, 4, eps=0.0), expected)
+    torch.testing.assert_close(grpo_advantages(R, GID, eps=0.0), expected)
 
 
 def test_dr_grpo_is_mean_centred_without_std():
     expected = torch.tensor([0.75, -0.25, -0.25, -0.25, 0.5, 0.5, -0.5, -0.5])
-    torch.testing.assert_close(grpo_advantages(R, 4, scale_std=False), expected)
+    torch.testing.assert_close(grpo_advantages(R, GID, scale_std=False), expected)
 
 
 def test_rloo_leave_one_out_baseline():
     # r_i − mean of the other three
     expected = torch.tensor([1.0, -1 / 3, -1 / 3, -1 / 3, 2 / 3, 2 / 3, -2 / 3, -2 / 3])
-    torch.testing.assert_close(rloo_advantages(R, 4), expected)
+    torch.testing.assert_close(rloo_advantages(R, GID), expected)
 
 
 def test_zero_variance_group_has_zero_advantage_everywhere():
     r = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
-    for a in (grpo_advantages(r, 3), grpo_advantages(r, 3, scale_std=False), rloo_advantages(r, 3)):
+    g = torch.tensor([0, 0, 0, 1, 1, 1])
+    for a in (grpo_advantages(r, g), grpo_advantages(r, g, scale_std=False), rloo_advantages(r, g)):
         assert a[:3].abs().max() == 0 and a[3:].abs().max() == 0
-    assert zero_variance_groups(r, 3).tolist() == [True, True]
-    assert zero_variance_groups(R, 4).tolist() == [False, False]
+    assert zero_variance(r, g).tolist() == [True] * 6
+    assert zero_variance(R, GID).tolist() == [False] * 8
+
+
+@pytest.mark.parametrize("name", ["grpo", "dr_grpo", "rloo"])
+def test_estimators_group_by_id_not_row_order(name):
+    """A shuffled batch, or one with a group filtered out, gives every sample the same advantage as before."""
+    torch.manual_seed(0)
+    r, gid = torch.rand(12), torch.tensor([7, 7, 7, 2, 2, 2, 9, 9, 9, 4, 4, 4])
+    mask = torch.ones(12, 2)
+
+    def adv(idx):
+        x = EstimatorInputs(r=r[idx], mask=mask[idx], kl=torch.zeros(len(idx), 2), group_ids=gid[idx],
+                            kl_reward_coef=0.0, eps=1e-6)  # fmt: skip
+        return ESTIMATORS[name](x)[:, 0]
+
+    base = adv(torch.arange(12))
+    perm = torch.randperm(12)
+    torch.testing.assert_close(adv(perm), base[perm])  # shuffled rows, interleaved groups
+    kept = (gid != 2).nonzero().squeeze(1)
+    torch.testing.assert_close(adv(kept), base[kept])  # one group filtered out
+    # And grouping really is by id: treating the batch as consecutive groups of 3 after shuffling would differ.
+    assert not torch.allclose(adv(perm), base)
 
 
 def test_reinforce_pp_kl_in_reward_then_batch_whitened():
@@ -68,7 +91,7 @@ def test_reinforce_pp_kl_in_reward_then_batch_whitened():
 def test_estimator_table_broadcasts_outcome_advantages_to_tokens():
     mask = torch.ones(8, 3)
     mask[0, 2] = 0
-    x = EstimatorInputs(r=R, mask=mask, kl=torch.zeros(8, 3), G=4, kl_reward_coef=0.0, eps=1e-6)
+    x = EstimatorInputs(r=R, mask=mask, kl=torch.zeros(8, 3), group_ids=GID, kl_reward_coef=0.0, eps=1e-6)
     assert set(ESTIMATORS) == {"grpo", "dr_grpo", "rloo", "reinforce_pp"}
     adv = ESTIMATORS["dr_grpo"](x)
     assert adv.shape == (8, 3)
@@ -133,10 +156,11 @@ def test_overlong_penalty_soft_ramp_and_truncation():
 def test_impute_invalid_uses_group_mean_of_valid_samples():
     r = torch.tensor([1.0, 0.0, 5.0, 0.0, 0.0, 0.0])
     valid = torch.tensor([True, True, False, False, False, False])
-    assert grpo._impute_invalid(r, valid, 3).tolist() == [1.0, 0.0, 0.5, 0.0, 0.0, 0.0]
+    g = torch.tensor([0, 0, 0, 1, 1, 1])
+    assert grpo.impute_invalid(r, valid, g).tolist() == [1.0, 0.0, 0.5, 0.0, 0.0, 0.0]
 
 
-def _fake_rollout(rewards: list[float]) -> Rollout:
+def _fake_rollout(rewards: list[float], group_start: int = 0) -> Rollout:
     B = len(rewards)
     return Rollout(
         prompt_ids=torch.ones(B, 2, dtype=torch.long),
@@ -148,12 +172,10 @@ def _fake_rollout(rewards: list[float]) -> Rollout:
         prompts=[f"p{i}" for i in range(B)],
         responses=[f"r{i}" for i in range(B)],
         rewards=torch.tensor(rewards),
-        extras={
-            "valid": torch.ones(B, dtype=torch.bool),
-            "components": {"task": torch.tensor(rewards)},
-            "reward_errors": [],
-            "rows": [{"prompt": f"p{i}"} for i in range(B)],
-        },
+        group_ids=group_start + torch.arange(B) // 2,
+        valid=torch.ones(B, dtype=torch.bool),
+        components={"task": torch.tensor(rewards)},
+        rows=[{"prompt": f"p{i}"} for i in range(B)],
     )
 
 
@@ -163,24 +185,25 @@ def test_dynamic_sampling_drops_zero_variance_groups_and_refills(monkeypatch):
 
     def fake_collect(*args, **kwargs):
         calls.append(kwargs["samples_per_prompt"])
-        return _fake_rollout(next(batches))
+        return _fake_rollout(next(batches), kwargs["group_start"])
 
-    monkeypatch.setattr(grpo, "collect", fake_collect)
+    monkeypatch.setattr(grpo, "collect_step", fake_collect)
 
     class Tok:
         pad_token_id = 0
 
     cfg = GRPOConfig(prompts_per_step=2, group_size=2, dynamic_sampling=True, max_sampling_tries=5)
-    ro, stats = grpo.collect_groups(None, Tok(), lambda: [{"prompt": "x"}] * 2, {}, {}, cfg, None)
+    ro, stats = grpo.collect_groups(None, Tok(), lambda: [{"prompt": "x"}] * 2, None, None, cfg, None, [0])
     # round 1 keeps group [1, 0] (drops [0, 0]); round 2 keeps [0, 1] (drops [1, 1]); N = 2 reached
     assert len(calls) == 2 and stats["sampling_tries"] == 2
     assert stats["frac_zero_var_groups"] == pytest.approx(0.5)
     assert ro.rewards.tolist() == [1.0, 0.0, 0.0, 1.0]
     assert ro.responses == ["r2", "r3", "r2", "r3"]
+    assert ro.group_ids.tolist() == [1, 1, 3, 3]  # round 2 drew groups 2 and 3: fresh ids, no collision
 
     cfg_off = GRPOConfig(prompts_per_step=2, group_size=2, dynamic_sampling=False)
     batches = iter([[0.0, 0.0, 1.0, 0.0]])
-    ro, stats = grpo.collect_groups(None, Tok(), lambda: [{"prompt": "x"}] * 2, {}, {}, cfg_off, None)
+    ro, stats = grpo.collect_groups(None, Tok(), lambda: [{"prompt": "x"}] * 2, None, None, cfg_off, None, [0])
     assert len(ro) == 4 and stats["frac_zero_var_groups"] == 0.5
 
 

@@ -10,8 +10,8 @@ import torch
 from rewardloop import diagnostics
 from rewardloop.algorithms.ppo import (
     PPOConfig,
-    RewardSourceConfig,
     RunningMoments,
+    ScoreConfig,
     adaptive_kl_update,
     packed_gae,
     ppo_loss,
@@ -108,7 +108,7 @@ def test_shape_rewards_places_score_on_last_action_token():
 
 
 def test_process_scores_eos_penalty_normalisation_clip_and_invalid():
-    cfg = RewardSourceConfig(missing_eos_penalty=1.0, normalize=True, clip=1.5)
+    cfg = ScoreConfig(missing_eos_penalty=1.0, normalize=True, clip=1.5)
     moments = RunningMoments()
     raw = torch.tensor([1.0, 3.0, 5.0, 100.0])
     finished = torch.tensor([True, False, True, True])
@@ -158,7 +158,8 @@ def _rollout(rewards, lengths=(3, 3, 3, 3)):
         prompts=[f"p{i}" for i in range(B)],
         responses=[f"r{i}" for i in range(B)],
         rewards=torch.tensor(rewards),
-        extras={"components": {"a": torch.tensor(rewards)}, "reward_errors": [{"index": 9, "error": "boom"}]},
+        components={"a": torch.tensor(rewards)},
+        reward_errors=[{"index": 9, "error": "boom"}],
     )
 
 

@@ -71,10 +71,10 @@ def test_plugin_from_file_path(tmp_path):
 
 def test_build_rewards_weights_kwargs_and_components():
     specs = [RewardSpec(fn="regex_format", weight=0.5, kwargs={"pattern": r"\d+"}), RewardSpec(fn="length_penalty")]
-    fns, weights = build_rewards(specs, exact_answer, task_weight=2.0)
-    assert list(fns) == ["task", "regex_format", "length_penalty"]
-    assert weights == {"task": 2.0, "regex_format": 0.5, "length_penalty": 1.0}
-    scored = score_completions(fns, ["q", "q"], ["12", "abc"], {"answer": ["12", "x"]}, weights)
+    rewards = build_rewards(specs, exact_answer, task_weight=2.0)
+    assert list(rewards.fns) == ["task", "regex_format", "length_penalty"]
+    assert rewards.weights == {"task": 2.0, "regex_format": 0.5, "length_penalty": 1.0}
+    scored = rewards.score(["q", "q"], ["12", "abc"], {"answer": ["12", "x"]})
     assert scored.components["regex_format"] == [1.0, 0.0]
     assert scored.rewards == [2.0 + 0.5, 0.0]
     with pytest.raises(ValueError, match="used twice"):

@@ -5,18 +5,26 @@ Deliberately not a Trainer base class: each algorithm's ``train`` calls these an
 
 from __future__ import annotations
 
+import functools
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field, field_serializer
 from tqdm.auto import tqdm
 
 from rewardloop.config import GenerationConfig, OptimConfig
+from rewardloop.envs.base import DatasetEnv, Environment
 from rewardloop.envs.tasks import Task
-from rewardloop.rollout import generate
+from rewardloop.rewards.composite import RewardSection, RewardSet, build_rewards
+from rewardloop.rewards.registry import resolve_reward
+from rewardloop.rollout.collect import EnvFactory, collect, collect_step
+from rewardloop.types import Rollout
+
+EVAL_SEED_OFFSET = 10**9  # evaluation episodes use environment seeds no training step reaches
 
 
 def seed_everything(seed: int) -> None:
@@ -55,6 +63,61 @@ def clip_and_step(model: torch.nn.Module, opt, sched, max_grad_norm: float | Non
     return float(norm)
 
 
+class RLConfig(RewardSection):
+    """What every RL trainer (PPO, the GRPO family) shares besides its algorithm: the reward section and where
+    experience comes from — the task's prompt rows, or environments (``env``)."""
+
+    env: str | Callable[..., Environment] | None = Field(
+        None,
+        description="'task' (the task's rows as one-step environments), 'pkg.mod:factory' or a callable "
+        "factory(seed=) → Environment; unset = the task's prompt rows",
+    )
+    max_turns: int = Field(1, ge=1, description="environment episodes: at most this many policy turns")
+
+    @field_serializer("env")
+    def _env_name(self, env: Any) -> str | None:
+        return env if env is None or isinstance(env, str) else f"{env.__module__}:{getattr(env, '__qualname__', env)}"
+
+
+def experience_sources(cfg: RLConfig, task: Task, device) -> tuple[RewardSet, RewardSet, EnvFactory | None]:
+    """(training rewards, evaluation rewards, environment factory or None) of an RL config.
+
+    Training scores with the task's reward plus ``cfg.rewards`` (with an environment: the environment's reward plus
+    ``cfg.rewards``); evaluation measures the task's own reward when it has one (the gold signal, not a proxy such
+    as a reward model), else the training rewards — both through the same safety layer (timeout, error policy)."""
+    env_factory = None
+    if cfg.env == "task":
+        if task.reward_fn is None:
+            raise ValueError("env: 'task' needs a task with a reward (task.reward)")
+        env_factory = functools.partial(DatasetEnv, task.train, task.reward_fn)
+    elif cfg.env is not None:
+        env_factory = resolve_reward(cfg.env)  # the same name resolution as plug-in rewards: 'mod:fn' or callable
+    task_reward = None if env_factory is not None else task.reward_fn
+    if env_factory is not None and not cfg.rewards:
+        train = RewardSet({}, {}, cfg.on_reward_error, cfg.reward_timeout)
+    else:
+        train = build_rewards(
+            cfg.rewards, task_reward, cfg.task_reward_weight, on_error=cfg.on_reward_error,
+            timeout=cfg.reward_timeout, device=str(device),
+        )  # fmt: skip
+    evaluation = train
+    if task.reward_fn is not None:
+        evaluation = RewardSet({"task": task.reward_fn}, {"task": 1.0}, cfg.on_reward_error, cfg.reward_timeout)
+    return train, evaluation, env_factory
+
+
+def _eval_summary(ro: Rollout) -> dict[str, Any]:
+    valid = ro.valid_mask.cpu()
+    r = ro.rewards.cpu()[valid]
+    return {
+        "reward": float(r.mean()) if len(r) else float("nan"),
+        "accuracy": float((r >= 1.0).float().mean()) if len(r) else float("nan"),
+        "rewards": ro.rewards.tolist(),
+        "completions": ro.responses,
+        "errors": len(ro.reward_errors),
+    }
+
+
 @torch.no_grad()
 def evaluate_generation(
     model,
@@ -64,27 +127,49 @@ def evaluate_generation(
     gen: GenerationConfig,
     batch_size: int = 64,
     seed: int = 0,
+    rewards: RewardSet | None = None,
 ) -> dict[str, Any]:
-    """Generate for ``rows`` (greedy when gen.temperature == 0) and score with the task's reward.
-
-    Returns {"reward": mean reward, "accuracy": fraction with reward ≥ 1 (exact-match style tasks), "completions"}.
-    """
-    was_training = model.training
-    model.eval()
+    """Generate for ``rows`` (greedy when gen.temperature == 0) and score through the same collect path as training
+    (``rewards``; default: the task's reward with errors skipped). Returns {"reward": mean over scored samples,
+    "accuracy": fraction with reward ≥ 1 (exact-match style tasks), "rewards", "completions", "errors"}."""
+    if rewards is None:
+        rewards = RewardSet({"task": task.reward_fn}, {"task": 1.0}, "skip", 60.0)
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    completions: list[str] = []
-    for i in range(0, len(rows), batch_size):
-        chunk = rows[i : i + batch_size]
-        out = generate(model, tokenizer, [r["prompt"] for r in chunk], gen, generator=generator)
-        completions += out.responses
-    rewards = task.score(rows, completions)
-    model.train(was_training)
-    return {
-        "reward": float(np.mean(rewards)) if rewards else float("nan"),
-        "accuracy": float(np.mean([r >= 1.0 for r in rewards])) if rewards else float("nan"),
-        "rewards": rewards,
-        "completions": completions,
-    }
+    ro = collect(model, tokenizer, rows, gen, rewards, generator=generator, batch_size=batch_size)
+    return _eval_summary(ro)
+
+
+@torch.no_grad()
+def evaluate_env(
+    model, tokenizer, env_factory: EnvFactory, gen: GenerationConfig, n: int, rewards: RewardSet | None = None,
+    *, seed: int = 0, max_turns: int = 1, max_length: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Run ``n`` evaluation episodes on held-out environment seeds (disjoint from the training seeds) and
+    summarise them as ``evaluate_generation`` does."""
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    ro = collect_step(
+        model, tokenizer, gen, rewards, env_factory=env_factory, n_groups=n, group_start=EVAL_SEED_OFFSET,
+        seed=seed, max_turns=max_turns, max_length=max_length, generator=generator,
+    )  # fmt: skip
+    return _eval_summary(ro)
+
+
+def evaluator(cfg: RLConfig, model, tokenizer, task: Task, rewards: RewardSet, env_factory: EnvFactory | None):
+    """The evaluation an RL run logs: on held-out environment episodes when it trains on environments, else (and for
+    ``env: task``) on the task's test rows; returns a function () → {"eval/reward", "eval/accuracy"}."""
+
+    def evaluate() -> dict[str, float]:
+        if env_factory is not None and cfg.env != "task":  # env 'task' evaluates on the task's held-out rows
+            res = evaluate_env(
+                model, tokenizer, env_factory, cfg.eval_gen, cfg.eval_size, seed=cfg.run.seed,
+                max_turns=cfg.max_turns, max_length=cfg.model.max_length,
+            )  # fmt: skip
+        else:
+            rows = task.test[: cfg.eval_size]
+            res = evaluate_generation(model, tokenizer, task, rows, cfg.eval_gen, seed=cfg.run.seed, rewards=rewards)
+        return {"eval/reward": res["reward"], "eval/accuracy": res["accuracy"]}
+
+    return evaluate
 
 
 def batches(n: int, batch_size: int, rng: random.Random, skip: int = 0) -> Iterator[list[int]]:

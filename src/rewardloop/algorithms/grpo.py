@@ -26,16 +26,18 @@ import torch
 from pydantic import Field, model_validator
 
 from rewardloop.algorithms.common import (
+    RLConfig,
     batches,
     clip_and_step,
-    evaluate_generation,
+    evaluator,
+    experience_sources,
     finish_policy_run,
     make_optimizer,
     progress,
     seed_everything,
     show,
 )
-from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section
+from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig
 from rewardloop.diagnostics import check_degeneration, component_shares, emit, sample_table
 from rewardloop.envs.tasks import TaskConfig, load_task
 from rewardloop.models import count_parameters, load_pretrained, mixed_precision
@@ -44,22 +46,24 @@ from rewardloop.ops import (
     aggregate_loss,
     clipped_policy_loss,
     discounted_returns,
+    group_stats,
     kl_estimate,
     masked_mean,
     masked_whiten,
 )
-from rewardloop.rewards.composite import RewardSpec, build_rewards
-from rewardloop.rewards.scoring import OnError, with_timeout
+from rewardloop.rewards.composite import RewardSet
 from rewardloop.rollout import batched_logprobs, sequence_logprobs
-from rewardloop.rollout.collect import collect, concat_rollouts
+from rewardloop.rollout.collect import collect_step
 from rewardloop.runs import RunDir
-from rewardloop.types import Rollout
+from rewardloop.types import PGBatch, Rollout
 
 Estimator = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp"]
 
 
-class GRPOConfig(Section):
-    """Critic-free policy gradient. ``rewardloop rloo`` is this config with ``estimator: rloo``."""
+class GRPOConfig(RLConfig):
+    """Critic-free policy gradient. ``rewardloop rloo`` is this config with ``estimator: rloo``. The reward section
+    (``rewards``, ``task_reward_weight``, ``on_reward_error``, ``reward_timeout``) and ``env`` / ``max_turns`` come
+    from ``RLConfig``, shared with PPO."""
 
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig()
@@ -67,10 +71,6 @@ class GRPOConfig(Section):
     gen: GenerationConfig = GenerationConfig(max_new_tokens=8, temperature=1.0)
     eval_gen: GenerationConfig = GenerationConfig(max_new_tokens=8, temperature=0.0)
     run: RunConfig = RunConfig()
-    rewards: list[RewardSpec] = Field(default_factory=list, description="extra reward terms added to the task's")
-    task_reward_weight: float = Field(1.0, description="weight of the task's own reward (0 = only `rewards`)")
-    on_reward_error: OnError = Field("skip", description="a sample whose reward raises / is NaN / hangs")
-    reward_timeout: float | None = Field(60.0, gt=0.0, description="seconds per reward call (None = no deadline)")
 
     estimator: Estimator = "grpo"
     steps: int = Field(100, ge=1)
@@ -113,28 +113,29 @@ class GRPOConfig(Section):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Advantage estimators (pure). r: [B] rewards with B = N·G, groups consecutive (rows g·G … g·G+G−1).
+# Advantage estimators (pure). r: [B] rewards, group_ids: [B] (samples of one prompt share an id; any row order).
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def grpo_advantages(r: torch.Tensor, G: int, scale_std: bool = True, eps: float = 1e-6) -> torch.Tensor:
+def grpo_advantages(
+    r: torch.Tensor, group_ids: torch.Tensor, scale_std: bool = True, eps: float = 1e-6
+) -> torch.Tensor:
     """GRPO outcome advantage Â_i = (r_i − mean(r)) / (std(r) + ε) within each group (Shao et al. 2024, §4.1.2).
 
     ``scale_std=False`` is Dr.GRPO (Liu et al. 2025): Â_i = r_i − mean(r), no difficulty bias. std is unbiased
     (Bessel), as in the reference implementations. [B] → [B].
     """
-    groups = r.view(-1, G)  # [N, G]
-    centred = groups - groups.mean(1, keepdim=True)
-    if scale_std:
-        centred = centred / (groups.std(1, keepdim=True) + eps)
-    return centred.reshape(-1)
+    mean, std, _ = group_stats(r, group_ids)  # [B] each sample's group mean / std
+    centred = r - mean
+    return centred / (std + eps) if scale_std else centred
 
 
-def rloo_advantages(r: torch.Tensor, G: int) -> torch.Tensor:
-    """REINFORCE leave-one-out Â_i = r_i − (1/(G−1)) Σ_{j≠i} r_j (Ahmadian et al. 2024, eq. 6). [B] → [B]."""
-    groups = r.view(-1, G)  # [N, G]
-    baseline = (groups.sum(1, keepdim=True) - groups) / (G - 1)
-    return (groups - baseline).reshape(-1)
+def rloo_advantages(r: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """REINFORCE leave-one-out Â_i = r_i − (1/(G−1)) Σ_{j≠i} r_j (Ahmadian et al. 2024, eq. 6). [B] → [B].
+
+    With the group mean m and size G: r_i − (G·m − r_i)/(G−1) = (r_i − m)·G/(G−1); a group of one gets 0."""
+    mean, _, G = group_stats(r, group_ids)
+    return torch.where(G > 1, (r - mean) * G / (G - 1).clamp(min=1.0), torch.zeros_like(r))
 
 
 def reinforce_pp_advantages(r: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
@@ -156,20 +157,20 @@ def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: int, finished:
     return ((max_len - buffer - lengths) / buffer).clamp(-1.0, 0.0)
 
 
-def zero_variance_groups(r: torch.Tensor, G: int) -> torch.Tensor:
-    """[N] bool: groups whose G rewards are all equal (no learning signal for group-relative estimators)."""
-    groups = r.view(-1, G)
-    return (groups.max(1).values - groups.min(1).values) == 0
+def zero_variance(r: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """[B] bool: the sample's group has rewards that all agree (no learning signal for group-relative estimators)."""
+    _, std, _ = group_stats(r, group_ids)
+    return std == 0
 
 
 @dataclass
 class EstimatorInputs:
-    """What an estimator may read. r: [B], mask: [B, T], kl: [B, T] k1(π_old ‖ π_ref) (zeros without reference)."""
+    """What an estimator may read. r, group_ids: [B]; mask, kl: [B, T] (kl = k1(π_old ‖ π_ref), zeros without one)."""
 
     r: torch.Tensor
     mask: torch.Tensor
     kl: torch.Tensor
-    G: int
+    group_ids: torch.Tensor
     kl_reward_coef: float
     eps: float
 
@@ -179,9 +180,9 @@ def _per_token(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 ESTIMATORS: dict[str, Callable[[EstimatorInputs], torch.Tensor]] = {
-    "grpo": lambda x: _per_token(grpo_advantages(x.r, x.G, True, x.eps), x.mask),
-    "dr_grpo": lambda x: _per_token(grpo_advantages(x.r, x.G, False), x.mask),
-    "rloo": lambda x: _per_token(rloo_advantages(x.r, x.G), x.mask),
+    "grpo": lambda x: _per_token(grpo_advantages(x.r, x.group_ids, True, x.eps), x.mask),
+    "dr_grpo": lambda x: _per_token(grpo_advantages(x.r, x.group_ids, False), x.mask),
+    "rloo": lambda x: _per_token(rloo_advantages(x.r, x.group_ids), x.mask),
     "reinforce_pp": lambda x: reinforce_pp_advantages(x.r, x.kl, x.mask, x.kl_reward_coef),
 }
 
@@ -213,26 +214,13 @@ def pg_loss(
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def join_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
-    """Concatenate scored Rollouts, keeping rewards and the per-row extras (valid, components, rows)."""
-    if len(parts) == 1:
-        return parts[0]
-    out = concat_rollouts(parts, pad_id)
-    out.rewards = torch.cat([p.rewards for p in parts])
-    out.extras = {
-        "valid": torch.cat([p.extras["valid"] for p in parts]),
-        "components": {k: torch.cat([p.extras["components"][k] for p in parts]) for k in parts[0].extras["components"]},
-        "reward_errors": [e for p in parts for e in p.extras["reward_errors"]],
-        "rows": [r for p in parts for r in p.extras["rows"]],
-    }
-    return out
-
-
 def collect_groups(
-    model, tokenizer, next_prompts: Callable[[], list[dict]], reward_fns, weights, cfg: GRPOConfig, generator
-) -> tuple[Rollout | None, dict[str, float]]:
-    """Step 1. Sample G responses for N prompts and score them; with dynamic sampling, drop groups whose rewards
-    have zero variance and sample more prompts (at most ``max_sampling_tries`` rounds) until N groups are kept.
+    model, tokenizer, next_prompts: Callable[[], list[dict]], rewards: RewardSet, env_factory, cfg: GRPOConfig,
+    generator, groups_drawn: list[int],
+) -> tuple[Rollout | None, dict[str, float]]:  # fmt: skip
+    """Step 1. Sample G responses for N prompts (or G episodes from N environment seeds) and score them; with
+    dynamic sampling, drop groups whose rewards have zero variance and sample more (at most ``max_sampling_tries``
+    rounds) until N groups are kept. ``groups_drawn`` [1] counts groups drawn so far (the next group id).
     ``reward/sampled_mean`` is over every sample drawn; the kept batch's own statistics come from rollout_metrics."""
     G, N = cfg.group_size, cfg.prompts_per_step
     kept: list[Rollout] = []
@@ -240,30 +228,26 @@ def collect_groups(
     sampled: list[torch.Tensor] = []  # valid rewards of every sample drawn, kept or dropped
     while n_kept < N and tries < (cfg.max_sampling_tries if cfg.dynamic_sampling else 1):
         tries += 1
-        ro = collect(
-            model,
-            tokenizer,
-            next_prompts(),
-            cfg.gen,
-            reward_fns,
-            samples_per_prompt=G,
-            weights=weights,
-            on_error=cfg.on_reward_error,
-            generator=generator,
-        )
+        rows = next_prompts() if env_factory is None else None
+        ro = collect_step(
+            model, tokenizer, cfg.gen, rewards, rows=rows, env_factory=env_factory, n_groups=N,
+            samples_per_prompt=G, group_start=groups_drawn[0], seed=cfg.run.seed, max_turns=cfg.max_turns,
+            max_length=cfg.model.max_length, generator=generator,
+        )  # fmt: skip
+        groups_drawn[0] += N
         if cfg.overlong_coef > 0:
             pen = overlong_penalty(ro.response_lengths, cfg.gen.max_new_tokens, cfg.overlong_buffer, ro.finished)
-            ro.extras["components"]["overlong"] = pen.cpu()
-            ro.rewards = ro.rewards + cfg.overlong_coef * pen.to(ro.rewards.device) * ro.extras["valid"]
-        sampled.append(ro.rewards[ro.extras["valid"].bool()].cpu())
-        zero = zero_variance_groups(ro.rewards, G)  # [N]
-        n_groups, n_zero = n_groups + len(zero), n_zero + int(zero.sum())
+            ro.components["overlong"] = pen.cpu()
+            ro.rewards = ro.rewards + cfg.overlong_coef * pen.to(ro.rewards.device) * ro.valid
+        sampled.append(ro.rewards[ro.valid].cpu())
+        zero = zero_variance(ro.rewards, ro.group_ids)  # [B]
+        n_groups, n_zero = n_groups + N, n_zero + int(zero.sum()) // G
         if cfg.dynamic_sampling:
-            keep = (~zero).nonzero().squeeze(1)[: N - n_kept]  # group indices
-            ro = ro.select((keep[:, None] * G + torch.arange(G)).reshape(-1).cpu()) if len(keep) else None
-        if ro is not None and len(ro):
+            keep_groups = ro.group_ids[~zero].unique()[: N - n_kept]
+            ro = ro.select(torch.isin(ro.group_ids, keep_groups).nonzero().squeeze(1).cpu())
+        if len(ro):
             kept.append(ro)
-            n_kept += len(ro) // G
+            n_kept += len(ro.group_ids.unique())
     all_r = torch.cat(sampled)
     stats = {
         "frac_zero_var_groups": n_zero / max(n_groups, 1),
@@ -272,18 +256,19 @@ def collect_groups(
     }
     if not kept:  # every group was uninformative in every try: nothing to train on this step
         return None, stats
-    return join_rollouts(kept, tokenizer.pad_token_id), stats
+    return Rollout.concat(kept, tokenizer.pad_token_id), stats
 
 
 @torch.no_grad()
-def estimate(model, ref_model, ro: Rollout, cfg: GRPOConfig) -> dict[str, torch.Tensor]:
+def estimate(model, ref_model, ro: Rollout, cfg: GRPOConfig) -> PGBatch:
     """Step 2. π_old and π_ref log-probs [B, T], the loss mask [B, T] and advantages [B, T].
 
     Skipped samples (reward failed, ``valid`` False) get the mean reward of their group's valid samples (so they
-    shift nobody's baseline much) and a zero loss mask (so they do not train).
+    shift nobody's baseline much) and a zero loss mask (so they do not train). Environment tokens between turns
+    (``action_mask`` 0) take no part in the loss either.
     """
-    valid = ro.extras["valid"].to(ro.rewards.device)
-    mask = ro.response_mask.float() * valid[:, None].float()
+    valid = ro.valid_mask.to(ro.rewards.device)
+    mask = ro.policy_mask.float() * valid[:, None].float()
     T = ro.response_ids.shape[1]
     # The sampler already computed log π_old(a_t|s_t) with the same temperature (equal to a teacher-forced forward up
     # to float error, ~1e-6): reusing them saves one forward over the batch (measured ≈10% of a step, docs/benchmarks.md).
@@ -294,22 +279,21 @@ def estimate(model, ref_model, ro: Rollout, cfg: GRPOConfig) -> dict[str, torch.
     ref_logp = None
     if ref_model is not None:
         ref_logp = batched_logprobs(ref_model, ro.input_ids, ro.attention_mask, T, cfg.gen.temperature)
-    r = _impute_invalid(ro.rewards, valid, cfg.group_size)
+    r = impute_invalid(ro.rewards, valid, ro.group_ids)
     kl = kl_estimate(old_logp, ref_logp, "k1") if ref_logp is not None else torch.zeros_like(old_logp)
-    x = EstimatorInputs(r, mask, kl, cfg.group_size, cfg.kl_reward_coef, cfg.adv_eps)
-    return {"old_logp": old_logp, "ref_logp": ref_logp, "mask": mask, "adv": ESTIMATORS[cfg.estimator](x), "kl": kl}
+    x = EstimatorInputs(r, mask, kl, ro.group_ids, cfg.kl_reward_coef, cfg.adv_eps)
+    return PGBatch(old_logp=old_logp, ref_logp=ref_logp, mask=mask, adv=ESTIMATORS[cfg.estimator](x), kl=kl)
 
 
-def _impute_invalid(r: torch.Tensor, valid: torch.Tensor, G: int) -> torch.Tensor:
-    """Replace invalid rewards by their group's mean valid reward (0 when no sample of the group is valid)."""
+def impute_invalid(r: torch.Tensor, valid: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """Replace invalid rewards by their group's mean valid reward (0 when no sample of the group is valid). [B]."""
     if bool(valid.all()):
         return r
-    groups, v = r.view(-1, G), valid.view(-1, G).float()
-    mean = (groups * v).sum(1, keepdim=True) / v.sum(1, keepdim=True).clamp(min=1.0)
-    return torch.where(v.bool(), groups, mean.expand_as(groups)).reshape(-1)
+    mean, _, _ = group_stats(torch.where(valid, r, torch.zeros_like(r)), group_ids, weight=valid)
+    return torch.where(valid, r, mean)
 
 
-def update(model, opt, sched, ro: Rollout, est: dict[str, torch.Tensor], cfg: GRPOConfig) -> dict[str, float]:
+def update(model, opt, sched, ro: Rollout, est: PGBatch, cfg: GRPOConfig) -> dict[str, float]:
     """Step 3. μ passes over the batch in minibatches: recompute log π_θ, clipped surrogate (+ KL), optimizer step."""
     B, T = ro.response_ids.shape
     mb = min(cfg.minibatch_size or B, B)
@@ -326,10 +310,10 @@ def update(model, opt, sched, ro: Rollout, est: dict[str, torch.Tensor], cfg: GR
                     logp, ent = sequence_logprobs(
                         model, ro.input_ids[sub], ro.attention_mask[sub], T, cfg.gen.temperature, with_entropy=True
                     )
-                mask = est["mask"][sub]
-                ref = est["ref_logp"][sub] if est["ref_logp"] is not None else None
-                loss, s = pg_loss(logp, est["old_logp"][sub], est["adv"][sub], mask, cfg, ref, ent)
-                weight = accumulation_weight(mask, est["mask"][idx], cfg.loss_agg)  # Σ weights·losses = minibatch loss
+                mask = est.mask[sub]
+                ref = est.ref_logp[sub] if est.ref_logp is not None else None
+                loss, s = pg_loss(logp, est.old_logp[sub], est.adv[sub], mask, cfg, ref, ent)
+                weight = accumulation_weight(mask, est.mask[idx], cfg.loss_agg)  # Σ weights·losses = minibatch loss
                 (loss * weight).backward()
                 parts.append(
                     (s | {"loss/total": loss.item(), "entropy": masked_mean(ent.detach(), mask).item()}, weight)
@@ -341,25 +325,25 @@ def update(model, opt, sched, ro: Rollout, est: dict[str, torch.Tensor], cfg: GR
     return {k: sum(v) / len(v) for k, v in stats.items()}
 
 
-def rollout_metrics(ro: Rollout, est: dict[str, torch.Tensor], task_name: str | None) -> dict[str, float]:
+def rollout_metrics(ro: Rollout, est: PGBatch, task_name: str | None) -> dict[str, float]:
     """Training-batch reward mean/std, per-component means, accuracy (task reward ≥ 1), KL to the reference,
     response length (names as diagnostics.check_degeneration reads them)."""
-    valid = ro.extras["valid"].bool()
+    valid = ro.valid_mask
     r = ro.rewards[valid] if valid.any() else ro.rewards
     out = {
         "reward/mean": r.mean().item(),
         "reward/std": r.std().item() if len(r) > 1 else 0.0,
-        "reward/errors": len(ro.extras["reward_errors"]),
+        "reward/errors": len(ro.reward_errors),
         "response/length": ro.response_lengths.float().mean().item(),
         "frac_truncated": (~ro.finished.bool()).float().mean().item(),
-        "adv/abs_mean": masked_mean(est["adv"].abs(), est["mask"]).item(),
+        "adv/abs_mean": masked_mean(est.adv.abs(), est.mask).item(),
     }
-    for name, values in ro.extras["components"].items():
+    for name, values in ro.components.items():
         out[f"reward/{name}"] = values.float().mean().item()
-    if task_name in ro.extras["components"]:
-        out["train/accuracy"] = (ro.extras["components"][task_name] >= 1.0).float().mean().item()
-    if est["ref_logp"] is not None:
-        out["kl"] = masked_mean(est["kl"], est["mask"]).item()  # k1 estimate of KL(π_old ‖ π_ref)
+    if task_name in ro.components:
+        out["train/accuracy"] = (ro.components[task_name] >= 1.0).float().mean().item()
+    if est.ref_logp is not None:
+        out["kl"] = masked_mean(est.kl, est.mask).item()  # k1 estimate of KL(π_old ‖ π_ref)
     return out
 
 
@@ -374,9 +358,7 @@ def train(cfg: GRPOConfig, resume: bool = False) -> dict[str, Any]:
     needs_ref = cfg.kl_coef > 0 or (cfg.estimator == "reinforce_pp" and cfg.kl_reward_coef > 0)
     ref_model = copy.deepcopy(model).eval().requires_grad_(False) if needs_ref else None
     task = load_task(cfg.task, kind="prompt", tokenizer=tokenizer, max_length=cfg.model.max_length)
-    fns, weights = build_rewards(cfg.rewards, task.reward_fn, cfg.task_reward_weight)
-    reward_fns = {k: with_timeout(f, cfg.reward_timeout) for k, f in fns.items()}
-    test_rows = task.test[: cfg.eval_size]
+    rewards, eval_rewards, env_factory = experience_sources(cfg, task, device)
     opt, sched = make_optimizer(model.parameters(), cfg.optim, cfg.steps * cfg.ppo_epochs * _updates_per_batch(cfg))
     rng = random.Random(cfg.run.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
@@ -386,16 +368,14 @@ def train(cfg: GRPOConfig, resume: bool = False) -> dict[str, Any]:
         step, history = state["step"], state.get("history", {})
         sched.load_state_dict(state["scheduler"])
     drawn = [history.get("batches_drawn", 0)]  # prompt batches used so far (dynamic sampling draws extra ones)
+    groups_drawn = [history.get("groups_drawn", 0)]  # groups sampled so far: the next group id / environment seed
     order = batches(len(task.train), min(cfg.prompts_per_step, len(task.train)), rng, skip=drawn[0])
 
     def next_prompts() -> list[dict]:
         drawn[0] += 1
         return [task.train[i] for i in next(order)]
 
-    def evaluate() -> dict[str, float]:
-        res = evaluate_generation(model, tokenizer, task, test_rows, cfg.eval_gen, seed=cfg.run.seed)
-        return {"eval/reward": res["reward"], "eval/accuracy": res["accuracy"]}
-
+    evaluate = evaluator(cfg, model, tokenizer, task, eval_rewards, env_factory)
     if step == 0:
         history["initial"] = run.log(0, evaluate() | {"params": count_parameters(model)})
     bar = progress(cfg.steps, step, cfg.estimator, cfg.run.progress)
@@ -405,7 +385,7 @@ def train(cfg: GRPOConfig, resume: bool = False) -> dict[str, Any]:
         # 1. Collect: N prompts × G samples, scored (dynamic sampling refills zero-variance groups).
         t0 = time.perf_counter()
         with amp:
-            ro, row = collect_groups(model, tokenizer, next_prompts, reward_fns, weights, cfg, generator)
+            ro, row = collect_groups(model, tokenizer, next_prompts, rewards, env_factory, cfg, generator, groups_drawn)
         t1 = time.perf_counter()
         row |= {"time/collect": t1 - t0}
         if ro is not None:
@@ -417,7 +397,7 @@ def train(cfg: GRPOConfig, resume: bool = False) -> dict[str, Any]:
             row |= update(model, opt, sched, ro, est, cfg)  # applies model.autocast to its forward passes
             t3 = time.perf_counter()
             n_tokens = int(ro.response_mask.sum())
-            row |= rollout_metrics(ro, est, "task" if "task" in fns else None)
+            row |= rollout_metrics(ro, est, "task" if "task" in rewards.fns else None)
             row |= {"time/estimate": t2 - t1, "time/update": t3 - t2, "tokens_per_s": n_tokens / max(t1 - t0, 1e-9)}
         step += 1
         row |= {"lr": sched.get_last_lr()[0]}
@@ -425,18 +405,21 @@ def train(cfg: GRPOConfig, resume: bool = False) -> dict[str, Any]:
         if step % cfg.eval_every == 0 or step == cfg.steps:
             row |= evaluate()
         if ro is not None:
-            row |= component_shares(ro.extras["components"], ro.extras["valid"])
+            row |= component_shares(ro.components, ro.valid)
             emit(check_degeneration(row, recent, n_samples=len(ro)), step, warned)
             recent = [*recent, row][-50:]
             if cfg.n_samples and (step % cfg.samples_every == 0 or step == 1):
-                seq_adv = masked_mean(est["adv"], est["mask"], dim=1)  # [B] mean advantage per sequence
+                seq_adv = masked_mean(est.adv, est.mask, dim=1)  # [B] mean advantage per sequence
                 run.log_samples(step, sample_table(ro, k=max(1, cfg.n_samples // 2), extra={"advantage": seq_adv}))
         if step % cfg.run.log_every == 0 or "eval/accuracy" in row:
             row = run.log(step, row)
         show(bar, row, ("reward/sampled_mean", "eval/accuracy", "frac_zero_var_groups"))
         bar.update(1)
         if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.steps:
-            state = {"scheduler": sched.state_dict(), "history": history | {"batches_drawn": drawn[0]}}
+            state = {
+                "scheduler": sched.state_dict(),
+                "history": history | {"batches_drawn": drawn[0], "groups_drawn": groups_drawn[0]},
+            }
             run.save_checkpoint(step, {"policy": (model, tokenizer)}, {"policy": opt}, state, {"sample": generator})
     bar.close()
     return finish_policy_run(run, model, tokenizer, cfg.model.lora, history, "eval/accuracy")

@@ -1,18 +1,18 @@
 """PPO for language models (actor-critic RLHF), reading top to bottom like CleanRL's ``ppo.py``.
 
 Actor = the policy LM π_θ; critic V_φ = a value head on the policy trunk (``critic: shared``) or on a separate copy
-(``critic: separate``, InstructGPT); a frozen reference π_ref for the KL leash. One step:
+(``critic: separate``, InstructGPT); a frozen reference π_ref for the KL leash. Each step has the three steps every RL
+loop here has:
 
-1. collect   — sample responses (``rollout.collect`` for prompts + reward functions, ``collect_env`` for
-               Environments, multi-turn included);
-2. score     — reward functions and/or a reward model (ensemble: mean − λ·std), missing-EOS penalty, running
-               normalisation and clipping of the score;
-3. forward   — old log-probs π_θold, values V_φold (one fused pass on a shared trunk) and reference log-probs π_ref;
-4. estimate  — per-token reward r_t = −β·KL_t (+ score on the last token) (Ziegler et al. 2019, eq. 2),
-               GAE(γ, λ) (Schulman et al. 2016), advantage whitening;
-5. update    — epochs × minibatches (gradient accumulation over micro-batches): clipped surrogate (Schulman et al.
-               2017, eq. 7), clipped value loss, entropy bonus, grad-norm clipping, early stop on approx-KL;
-6. log       — every metric in docs/algorithms/ppo.md, a sample table, degeneration warnings; adaptive KL update.
+1. collect  — ``rollout.collect_step``: sample responses for prompts (or episodes from Environments, multi-turn
+              included) and score them with the shared reward section (functions, reward models, the task's reward);
+2. estimate — missing-EOS penalty, running normalisation and clipping of the score; old log-probs π_θold and values
+              V_φold (one fused pass on a shared trunk) and reference log-probs π_ref; per-token reward
+              r_t = −β·KL_t (+ score on the last token) (Ziegler et al. 2019, eq. 2); GAE(γ, λ) (Schulman et al.
+              2016); advantage whitening → a ``PPOBatch``;
+3. update   — epochs × minibatches (gradient accumulation over micro-batches): clipped surrogate (Schulman et al.
+              2017, eq. 7), clipped value loss, entropy bonus, grad-norm clipping, early stop on approx-KL;
+then log every metric in docs/algorithms/ppo.md, a sample table, degeneration warnings; adaptive KL update.
 """
 
 from __future__ import annotations
@@ -28,7 +28,15 @@ import torch
 from pydantic import Field
 
 from rewardloop import diagnostics
-from rewardloop.algorithms.common import clip_and_step, evaluate_generation, make_optimizer, progress, seed_everything
+from rewardloop.algorithms.common import (
+    RLConfig,
+    clip_and_step,
+    evaluator,
+    experience_sources,
+    make_optimizer,
+    progress,
+    seed_everything,
+)
 from rewardloop.algorithms.common import show as show_bar
 from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section
 from rewardloop.envs.tasks import TaskConfig, load_task
@@ -48,38 +56,32 @@ from rewardloop.ops import (
     masked_var,
     masked_whiten,
 )
-from rewardloop.rewards.registry import resolve_reward
 from rewardloop.rollout import batched_logprobs, encode_prompts, sequence_logprobs
-from rewardloop.rollout.collect import collect
-from rewardloop.rollout.env_collect import collect_env
+from rewardloop.rollout.collect import collect_step
 from rewardloop.runs import RunDir
-from rewardloop.types import Rollout, pad_left
+from rewardloop.types import PPOBatch, Rollout, pad_left
 
 # ---------------------------------------------------------------------------------------------------------------
 # 0. Config
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class RewardSourceConfig(Section):
-    """Where rewards come from: a reward model (or ensemble), reward functions, or an Environment."""
+class ScoreConfig(Section):
+    """How the sequence score is shaped before it enters the per-token rewards (OpenRLHF's order)."""
 
-    model: str | list[str] | None = Field(None, description="reward-model dir, ensemble dir, or a list of dirs")
-    functions: list[str] = Field(default_factory=list, description="reward names / 'pkg.mod:fn' / 'file.py:fn'")
-    weights: dict[str, float] = Field(default_factory=dict, description="weight per reward function (default 1)")
-    env: str | None = Field(None, description="'task' (the task's rows as a one-step env) or 'pkg.mod:factory(seed)'")
-    max_turns: int = Field(1, ge=1, description="environment episodes: at most this many policy turns")
-    uncertainty_penalty: float = Field(0.0, ge=0.0, description="λ in ensemble mean − λ·std")
-    on_error: Literal["skip", "zero", "abort"] = "skip"
     missing_eos_penalty: float | None = Field(None, description="subtracted from the score of truncated responses")
     normalize: bool = Field(False, description="running mean/std normalisation of the score")
     clip: float | None = Field(None, gt=0.0, description="clip the (normalised) score to ±clip")
 
 
-class PPOConfig(Section):
+class PPOConfig(RLConfig):
+    """PPO. The reward section (``rewards``, ``task_reward_weight``, ``on_reward_error``, ``reward_timeout``) and
+    ``env`` / ``max_turns`` come from ``RLConfig``, shared with the GRPO family."""
+
     model: ModelConfig = ModelConfig()
     ref_model: ModelConfig | None = Field(None, description="reference policy; default: the same as `model`")
     task: TaskConfig = TaskConfig()
-    reward: RewardSourceConfig = RewardSourceConfig()
+    score: ScoreConfig = ScoreConfig()
     gen: GenerationConfig = GenerationConfig(max_new_tokens=8, temperature=1.0)
     eval_gen: GenerationConfig = GenerationConfig(max_new_tokens=8, temperature=0.0)
     optim: OptimConfig = OptimConfig(lr=1e-4, warmup_steps=5, max_grad_norm=1.0)
@@ -176,7 +178,7 @@ class RunningMoments:
 
 
 def process_scores(
-    raw: torch.Tensor, finished: torch.Tensor, cfg: RewardSourceConfig, moments: RunningMoments, valid: torch.Tensor
+    raw: torch.Tensor, finished: torch.Tensor, cfg: ScoreConfig, moments: RunningMoments, valid: torch.Tensor
 ) -> torch.Tensor:
     """Missing-EOS penalty → running normalisation → clipping (OpenRLHF order). [B] → [B]."""
     score = raw.clone()
@@ -257,225 +259,39 @@ def check_fused_head(policy, critic: ValueModel, device) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 3. Reward sources
+# 3. estimate and update (collect is the shared ``rollout.collect_step``)
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class Rewarder:
-    """Collects and scores one batch from whichever reward source the config names."""
-
-    def __init__(self, cfg: PPOConfig, task, device) -> None:
-        rc = cfg.reward
-        self.cfg, self.task = cfg, task
-        self.fns = {name: resolve_reward(name) for name in rc.functions}
-        self.rm = None
-        if rc.model is not None:
-            from rewardloop.algorithms.reward_model import load_reward_ensemble
-
-            self.rm = load_reward_ensemble(rc.model, str(device))
-        if not self.fns and self.rm is None and rc.env is None:
-            if task.reward_fn is None:
-                raise ValueError("no reward: set reward.model, reward.functions or reward.env (the task has none)")
-            self.fns = {task.name: task.reward_fn}
-        self.env_factory = None
-        if rc.env is not None:
-            self.env_factory = self._dataset_env if rc.env == "task" else resolve_reward(rc.env)
-
-    def _dataset_env(self, seed: int):
-        from rewardloop.envs.base import DatasetEnv
-
-        return DatasetEnv(self.task.train, self.task.reward_fn, seed=seed)
-
-    def collect(self, policy, tok, rows, step: int, generator) -> Rollout:
-        """Generate (and score with functions / env); the reward model is applied separately in ``score_rm``."""
-        if self.env_factory is not None:
-            seeds = [self.cfg.run.seed * 1_000_003 + step * len(rows) + i for i in range(len(rows))]
-            envs = [self.env_factory(seed=s) for s in seeds]
-            return collect_env(
-                policy, tok, envs, self.cfg.gen, max_turns=self.cfg.reward.max_turns, seeds=seeds,
-                generator=generator, max_length=self.cfg.model.max_length,
-            )  # fmt: skip
-        return collect(
-            policy, tok, rows, self.cfg.gen, self.fns, weights=self.cfg.reward.weights,
-            on_error=self.cfg.reward.on_error, generator=generator,
-        )  # fmt: skip
-
-    def score_rm(self, rollout: Rollout) -> dict[str, torch.Tensor]:
-        """Add the reward model's score to ``rollout.rewards`` (components "rm"); returns RM stats [B]."""
-        if self.rm is None:
-            return {}
-        out = self.rm.score(rollout.prompts, rollout.responses, self.cfg.reward.uncertainty_penalty)
-        device = rollout.response_ids.device
-        rollout.rewards = rollout.rewards + out["score"].to(device) if self.fns else out["score"].to(device)
-        rollout.extras.setdefault("components", {})["rm"] = out["score"]
-        return out
+@torch.no_grad()
+def estimate(policy, critic, ref, ro: Rollout, cfg: PPOConfig, beta: float, moments: RunningMoments) -> PPOBatch:
+    """Step 2: score shaping, π_θold / V_φold / π_ref passes, KL-shaped token rewards, GAE, whitening."""
+    device, temperature = ro.response_ids.device, cfg.gen.temperature or 1.0
+    valid = ro.valid_mask.to(device)
+    score = process_scores(ro.rewards.to(device), ro.finished, cfg.score, moments, valid)  # [B]
+    mask = ro.policy_mask.to(device).float() * valid[:, None].float()  # [B, R] skipped samples take no part
+    # The sampler's log-probs are only compared (a mismatch means a padding/position/temperature bug); the
+    # recomputed ones are used.
+    old_logp, old_values = old_policy_pass(policy, critic, ro, temperature, cfg.micro_batch_size)
+    R = ro.response_ids.shape[1]
+    ref_logp = batched_logprobs(ref, ro.input_ids, ro.attention_mask, R, temperature, cfg.micro_batch_size)
+    kl = kl_estimate(old_logp, ref_logp, cfg.kl_estimator) * mask  # [B, R]
+    token_rewards = ro.token_rewards.to(device) if ro.token_rewards is not None else None
+    rewards = shape_rewards(score, kl, mask, beta, token_rewards)  # [B, R]
+    adv_raw, returns = packed_gae(rewards, old_values * mask, mask, cfg.gamma, cfg.lam)
+    adv = masked_whiten(adv_raw, mask) if cfg.whiten_advantages else adv_raw
+    return PPOBatch(old_logp, old_values, ref_logp, mask, score, kl, rewards, adv, adv_raw, returns)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# 4. Training loop
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def train(cfg: PPOConfig, resume: bool = False) -> dict[str, Any]:
-    """Run PPO; returns {"run_dir", "model_dir", "value_dir", "initial", "final"} (eval metrics dicts)."""
-    # 1. Set-up: run dir, policy, reference, critic, optimizers, reward source, RNG.
-    seed_everything(cfg.run.seed)
-    run = RunDir.open(cfg.run, "ppo", cfg, resume=resume)
-    policy, tok = load_pretrained(cfg.model)
-    device = next(policy.parameters()).device
-    amp = mixed_precision(cfg.model, device)
-    ref, _ = load_pretrained(cfg.ref_model or cfg.model, device)
-    ref.eval().requires_grad_(False)
-    critic = value_model_from_policy(policy, shared=cfg.critic == "shared")
-    if critic.shared:
-        check_fused_head(policy, critic, device)
-    task = load_task(cfg.task, kind="prompt", tokenizer=tok, max_length=cfg.model.max_length)
-    rewarder = Rewarder(cfg, task, device)
-    n_updates = cfg.steps * cfg.epochs * math.ceil(cfg.batch_size / cfg.mini_batch_size)
-    opts = {
-        "policy": make_optimizer(critic.parameters() if critic.shared else policy.parameters(), cfg.optim, n_updates)
-    }
-    if not critic.shared:
-        opts["value"] = make_optimizer(critic.parameters(), cfg.critic_optim, n_updates)
-    generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
-    data_rng = random.Random(cfg.run.seed)
-    step, beta, moments, history, seen = 0, cfg.kl_coef, RunningMoments(), {}, {}
-    temperature = cfg.gen.temperature or 1.0
-    if resume and (ckpt := run.latest_checkpoint()) is not None:
-        state = run.load_checkpoint(
-            ckpt, {"policy": policy, "value": critic}, {k: o for k, (o, _) in opts.items()}, {"sample": generator}
-        )
-        for k, (_, sched) in opts.items():
-            sched.load_state_dict(state["schedulers"][k])
-        step, beta, history, seen = state["step"], state["kl_coef"], state["history"], state["seen"]
-        moments = RunningMoments(**state["moments"])
-        data_rng.setstate(_tuple(state["data_rng"]))
-
-    def evaluate() -> dict[str, float]:
-        if task.reward_fn is None:
-            return {}
-        res = evaluate_generation(policy, tok, task, task.test[: cfg.eval_size], cfg.eval_gen, seed=cfg.run.seed)
-        return {"eval/reward": res["reward"], "eval/accuracy": res["accuracy"]}
-
-    if step == 0:
-        history["initial"] = run.log(0, evaluate())
-    recent: list[dict] = [r for r in run.metrics() if "reward/mean" in r][-2 * diagnostics.DRIFT_WINDOW :]
-    bar = progress(cfg.steps, step, "ppo", cfg.run.progress)
-    while step < cfg.steps:
-        t0 = time.perf_counter()
-        # 2. Collect: sample one response per prompt (or one episode per environment), score with functions/env.
-        with amp:  # forward passes in bf16 when model.autocast is set (update() applies it to its own)
-            rows = [task.train[data_rng.randrange(len(task.train))] for _ in range(cfg.batch_size)]
-            rollout = rewarder.collect(policy, tok, rows, step, generator)
-            t_gen = time.perf_counter()
-            # 3. Score with the reward model (ensemble), then EOS penalty, normalisation, clipping.
-            rm = rewarder.score_rm(rollout)
-            valid = rollout.extras["valid"].to(device).bool()
-            score = process_scores(rollout.rewards.to(device), rollout.finished, cfg.reward, moments, valid)
-            t_score = time.perf_counter()
-            # 4. Old log-probs + values (fused on a shared trunk), reference log-probs. The sampler's log-probs are
-            #    only compared (a mismatch means a padding/position/temperature bug), the recomputed ones are used.
-            action_mask = rollout.extras.get("action_mask", rollout.response_mask).to(device).float()
-            mask = action_mask * valid[:, None].float()  # skipped samples take no part in the update
-            R = rollout.response_ids.shape[1]
-            old_logp, old_values = old_policy_pass(policy, critic, rollout, temperature, cfg.micro_batch_size)
-            t_value = time.perf_counter()
-            ref_logp = batched_logprobs(
-                ref, rollout.input_ids, rollout.attention_mask, R, temperature, cfg.micro_batch_size
-            )
-            t_ref = time.perf_counter()
-        # 5. Estimate: KL-shaped per-token rewards, GAE, whitening.
-        kl = kl_estimate(old_logp, ref_logp, cfg.kl_estimator) * mask  # [B, R]
-        token_rewards = rollout.extras.get("token_rewards")
-        token_rewards = token_rewards.to(device) if token_rewards is not None else None
-        rewards = shape_rewards(score, kl, mask, beta, token_rewards)
-        advantages, returns = packed_gae(rewards, old_values * mask, mask, cfg.gamma, cfg.lam)
-        advantages_raw = advantages
-        if cfg.whiten_advantages:
-            advantages = masked_whiten(advantages, mask)
-        # 6. Update: epochs × minibatches × micro-batches; early stop when approx-KL passes target_kl.
-        stats = update(cfg, policy, critic, opts, rollout, old_logp, old_values, advantages, returns, mask, temperature)
-        t_train = time.perf_counter()
-        step += 1
-        # 7. KL controller, metrics, samples, warnings, evaluation, checkpoint.
-        seq_kl = float(kl.sum(1)[valid].mean()) if valid.any() else 0.0
-        if cfg.adaptive_kl:
-            beta = adaptive_kl_update(beta, seq_kl, cfg.kl_target, cfg.kl_horizon, cfg.batch_size)
-        times = {"generate": t_gen - t0, "score": t_score - t_gen, "value": t_value - t_score,
-                 "reference": t_ref - t_value, "train": t_train - t_ref}  # fmt: skip
-        row = step_metrics(rollout, valid, score, kl, mask, advantages_raw, returns, old_values, old_logp, times)
-        row |= {"kl_coef": beta, "lr": opts["policy"][1].get_last_lr()[0], **stats}
-        if rm:
-            row |= {"rm/score": float(rm["mean"].mean()), "rm/std": float(rm["std"].mean())}
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            row |= evaluate()
-        warnings = diagnostics.check_degeneration(row, recent, n_samples=len(rollout))
-        row["warnings"] = diagnostics.emit(warnings, step, seen)
-        if step % cfg.run.log_every == 0 or "eval/reward" in row:
-            row = run.log(step, row)
-            extra = {"rm_std": rm["std"]} if rm else {}
-            extra["kl"] = kl.sum(1).cpu()
-            run.log_samples(step, diagnostics.sample_table(rollout, cfg.sample_k, extra))
-        recent = [*recent, row][-4 * diagnostics.DRIFT_WINDOW :]
-        show_bar(bar, row, ("reward/mean", "kl", "eval/accuracy"))
-        bar.update(1)
-        if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.steps:
-            state = {
-                "kl_coef": beta,
-                "moments": vars(moments),
-                "history": history,
-                "seen": seen,
-                "data_rng": data_rng.getstate(),
-                "schedulers": {k: s.state_dict() for k, (_, s) in opts.items()},
-            }
-            models = {"policy": (policy, tok), "value": (critic, tok)}
-            run.save_checkpoint(step, models, {k: o for k, (o, _) in opts.items()}, state, {"sample": generator})
-    bar.close()
-    final = next((r for r in reversed(run.metrics()) if "eval/reward" in r), {})
-    model_dir = run.save_final("policy", policy, tok)
-    value_dir = run.save_final("value", critic, tok)
-    return {"run_dir": run.path, "model_dir": model_dir, "value_dir": value_dir, "initial": history.get("initial"),
-            "final": final}  # fmt: skip
-
-
-def step_metrics(rollout, valid, score, kl, mask, advantages, returns, old_values, old_logp, times) -> dict[str, Any]:
-    """The per-step metrics of docs/algorithms/ppo.md from one batch (all tensors [B] or [B, R])."""
-    device = mask.device
-    lengths = rollout.response_mask.sum(1).float()
-    raw = rollout.rewards[valid.to(rollout.rewards.device)].float()
-    total = sum(times.values())
-    return {
-        "reward/mean": float(raw.mean()) if raw.numel() else float("nan"),
-        "reward/std": float(raw.std()) if raw.numel() > 1 else 0.0,
-        "score/mean": float(score[valid].mean()) if valid.any() else float("nan"),
-        "kl": float(masked_mean(kl, mask)),
-        "kl/seq": float(kl.sum(1)[valid].mean()) if valid.any() else 0.0,
-        "advantages/mean": float(masked_mean(advantages, mask)),
-        "advantages/std": float(masked_var(advantages, mask).sqrt()),
-        "returns/mean": float(masked_mean(returns, mask)),
-        "values/mean": float(masked_mean(old_values, mask)),
-        "explained_variance": explained_variance(old_values, returns, mask),
-        "response/length": float(lengths.mean()),
-        "response/finished": float(rollout.finished.float().mean()),
-        "reward_errors": len(rollout.extras.get("reward_errors", [])),
-        "valid_fraction": float(valid.float().mean()),
-        "debug/sampler_logprob_diff": float(((rollout.logprobs.to(device) - old_logp).abs() * mask).max()),
-        "tokens_per_s": int(rollout.attention_mask.sum()) / max(total, 1e-9),
-        "gen_tokens_per_s": float(lengths.sum()) / max(times["generate"], 1e-9),
-        **{f"time/{k}": v for k, v in times.items()},
-        **diagnostics.component_shares(rollout.extras.get("components", {}), valid),
-    }
-
-
-def update(cfg: PPOConfig, policy, critic, opts, rollout, old_logp, old_values, advantages, returns, mask, temperature):
-    """PPO epochs over one rollout batch; returns the mean of the minibatch stats and the epochs completed."""
-    ids, attn, R, B = rollout.input_ids, rollout.attention_mask, rollout.response_ids.shape[1], len(rollout)
+def update(cfg: PPOConfig, policy, critic, opts, ro: Rollout, batch: PPOBatch) -> dict[str, Any]:
+    """Step 3: PPO epochs over one batch; returns the mean of the minibatch stats and the epochs completed."""
+    ids, attn, R, B = ro.input_ids, ro.attention_mask, ro.response_ids.shape[1], len(ro)
+    temperature, mask = cfg.gen.temperature or 1.0, batch.mask
     policy.train()
     critic.train()
     collected: list[dict[str, float]] = []
     grad_norms: list[float] = []
-    stop = False
-    epochs_done = 0
+    stop, epochs_done = False, 0
     for _epoch in range(cfg.epochs):
         perm = torch.randperm(B).tolist()
         for start in range(0, B, cfg.mini_batch_size):
@@ -488,8 +304,9 @@ def update(cfg: PPOConfig, policy, critic, opts, rollout, old_logp, old_values, 
                 with mixed_precision(cfg.model, ids.device):  # the forward only; backward outside autocast
                     logp, ent, values = policy_and_values(policy, critic, ids[idx], attn[idx], R, temperature, True)
                 loss, st = ppo_loss(
-                    logp, old_logp[idx], ent, values, old_values[idx], advantages[idx], returns[idx], mask[idx], cfg
-                )
+                    logp, batch.old_logp[idx], ent, values, batch.old_values[idx], batch.adv[idx],
+                    batch.returns[idx], mask[idx], cfg,
+                )  # fmt: skip
                 (loss * weight).backward()
                 mb_stats.append({k: (float(v), weight) for k, v in st.items()})
             grad_norms.append(_step(cfg, policy, critic, opts))
@@ -502,6 +319,130 @@ def update(cfg: PPOConfig, policy, critic, opts, rollout, old_logp, old_values, 
             break
     out = {k: sum(c[k] for c in collected) / len(collected) for k in collected[0]}
     return out | {"grad_norm": sum(grad_norms) / len(grad_norms), "ppo/epochs": epochs_done, "ppo/early_stop": stop}
+
+
+def step_metrics(ro: Rollout, b: PPOBatch, times: dict[str, float]) -> dict[str, Any]:
+    """The per-step metrics of docs/algorithms/ppo.md from one batch."""
+    valid, mask = ro.valid_mask.to(b.mask.device), b.mask
+    lengths = ro.response_mask.sum(1).float()
+    raw = ro.rewards[valid.to(ro.rewards.device)].float()
+    return {
+        "reward/mean": float(raw.mean()) if raw.numel() else float("nan"),
+        "reward/std": float(raw.std()) if raw.numel() > 1 else 0.0,
+        "score/mean": float(b.score[valid].mean()) if valid.any() else float("nan"),
+        "kl": float(masked_mean(b.kl, mask)),
+        "kl/seq": float(b.kl.sum(1)[valid].mean()) if valid.any() else 0.0,
+        "advantages/mean": float(masked_mean(b.adv_raw, mask)),
+        "advantages/std": float(masked_var(b.adv_raw, mask).sqrt()),
+        "returns/mean": float(masked_mean(b.returns, mask)),
+        "values/mean": float(masked_mean(b.old_values, mask)),
+        "explained_variance": explained_variance(b.old_values, b.returns, mask),
+        "response/length": float(lengths.mean()),
+        "response/finished": float(ro.finished.float().mean()),
+        "reward_errors": len(ro.reward_errors),
+        "valid_fraction": float(valid.float().mean()),
+        "debug/sampler_logprob_diff": float(((ro.logprobs.to(mask.device) - b.old_logp).abs() * mask).max()),
+        "tokens_per_s": int(ro.attention_mask.sum()) / max(sum(times.values()), 1e-9),
+        "gen_tokens_per_s": float(lengths.sum()) / max(times["collect"], 1e-9),
+        **{f"time/{k}": v for k, v in times.items()},
+        **diagnostics.component_shares(ro.components, valid),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. Training loop
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def train(cfg: PPOConfig, resume: bool = False) -> dict[str, Any]:
+    """Run PPO; returns {"run_dir", "model_dir", "value_dir", "initial", "final"} (eval metrics dicts)."""
+    # 0. Set-up: run dir, policy, reference, critic, optimizers, rewards / environments, RNG, resume.
+    seed_everything(cfg.run.seed)
+    run = RunDir.open(cfg.run, "ppo", cfg, resume=resume)
+    policy, tok = load_pretrained(cfg.model)
+    device = next(policy.parameters()).device
+    amp = mixed_precision(cfg.model, device)
+    ref, _ = load_pretrained(cfg.ref_model or cfg.model, device)
+    ref.eval().requires_grad_(False)
+    critic = value_model_from_policy(policy, shared=cfg.critic == "shared")
+    if critic.shared:
+        check_fused_head(policy, critic, device)
+    task = load_task(cfg.task, kind="prompt", tokenizer=tok, max_length=cfg.model.max_length)
+    rewards, eval_rewards, env_factory = experience_sources(cfg, task, device)
+    n_updates = cfg.steps * cfg.epochs * math.ceil(cfg.batch_size / cfg.mini_batch_size)
+    opts = {
+        "policy": make_optimizer(critic.parameters() if critic.shared else policy.parameters(), cfg.optim, n_updates)
+    }
+    if not critic.shared:
+        opts["value"] = make_optimizer(critic.parameters(), cfg.critic_optim, n_updates)
+    generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
+    data_rng = random.Random(cfg.run.seed)
+    step, beta, moments, history, seen = 0, cfg.kl_coef, RunningMoments(), {}, {}
+    if resume and (ckpt := run.latest_checkpoint()) is not None:
+        state = run.load_checkpoint(
+            ckpt, {"policy": policy, "value": critic}, {k: o for k, (o, _) in opts.items()}, {"sample": generator}
+        )
+        for k, (_, sched) in opts.items():
+            sched.load_state_dict(state["schedulers"][k])
+        step, beta, history, seen = state["step"], state["kl_coef"], state["history"], state["seen"]
+        moments = RunningMoments(**state["moments"])
+        data_rng.setstate(_tuple(state["data_rng"]))
+    evaluate = evaluator(cfg, policy, tok, task, eval_rewards, env_factory)
+    if step == 0:
+        history["initial"] = run.log(0, evaluate())
+    recent: list[dict] = [r for r in run.metrics() if "reward/mean" in r][-2 * diagnostics.DRIFT_WINDOW :]
+    bar = progress(cfg.steps, step, "ppo", cfg.run.progress)
+    while step < cfg.steps:
+        t0 = time.perf_counter()
+        with amp:  # forward passes in bf16 when model.autocast is set (update() applies it to its own)
+            # 1. Collect: one response per prompt (or one episode per environment), scored by the reward section.
+            rows = [task.train[data_rng.randrange(len(task.train))] for _ in range(cfg.batch_size)]
+            ro = collect_step(
+                policy, tok, cfg.gen, rewards, rows=rows, env_factory=env_factory, n_groups=cfg.batch_size,
+                group_start=step * cfg.batch_size, seed=cfg.run.seed, max_turns=cfg.max_turns,
+                max_length=cfg.model.max_length, generator=generator,
+            )  # fmt: skip
+            t1 = time.perf_counter()
+            # 2. Estimate: score shaping, old log-probs / values / reference log-probs, KL-shaped rewards, GAE.
+            batch = estimate(policy, critic, ref, ro, cfg, beta, moments)
+            t2 = time.perf_counter()
+        # 3. Update: epochs × minibatches × micro-batches; early stop when approx-KL passes target_kl.
+        stats = update(cfg, policy, critic, opts, ro, batch)
+        t3 = time.perf_counter()
+        step += 1
+        # 4. KL controller, metrics, samples, warnings, evaluation, checkpoint.
+        valid = ro.valid_mask.to(device)
+        seq_kl = float(batch.kl.sum(1)[valid].mean()) if valid.any() else 0.0
+        if cfg.adaptive_kl:
+            beta = adaptive_kl_update(beta, seq_kl, cfg.kl_target, cfg.kl_horizon, cfg.batch_size)
+        row = step_metrics(ro, batch, {"collect": t1 - t0, "estimate": t2 - t1, "train": t3 - t2})
+        row |= {"kl_coef": beta, "lr": opts["policy"][1].get_last_lr()[0], **stats}
+        rm = rewards.model_stats().get("rm", {})
+        if rm:
+            row |= {"rm/score": float(rm["mean"].mean()), "rm/std": float(rm["std"].mean())}
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            row |= evaluate()
+        row["warnings"] = diagnostics.emit(diagnostics.check_degeneration(row, recent, n_samples=len(ro)), step, seen)
+        if step % cfg.run.log_every == 0 or "eval/reward" in row:
+            row = run.log(step, row)
+            extra = {"rm_std": rm["std"]} if rm else {}
+            run.log_samples(step, diagnostics.sample_table(ro, cfg.sample_k, extra | {"kl": batch.kl.sum(1).cpu()}))
+        recent = [*recent, row][-4 * diagnostics.DRIFT_WINDOW :]
+        show_bar(bar, row, ("reward/mean", "kl", "eval/accuracy"))
+        bar.update(1)
+        if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.steps:
+            state = {
+                "kl_coef": beta, "moments": vars(moments), "history": history, "seen": seen,
+                "data_rng": data_rng.getstate(), "schedulers": {k: s.state_dict() for k, (_, s) in opts.items()},
+            }  # fmt: skip
+            models = {"policy": (policy, tok), "value": (critic, tok)}
+            run.save_checkpoint(step, models, {k: o for k, (o, _) in opts.items()}, state, {"sample": generator})
+    bar.close()
+    final = next((r for r in reversed(run.metrics()) if "eval/reward" in r), {})
+    model_dir = run.save_final("policy", policy, tok)
+    value_dir = run.save_final("value", critic, tok)
+    return {"run_dir": run.path, "model_dir": model_dir, "value_dir": value_dir, "initial": history.get("initial"),
+            "final": final}  # fmt: skip
 
 
 def _step(cfg: PPOConfig, policy, critic, opts) -> float:

@@ -25,6 +25,8 @@ from rewardloop.config import GenerationConfig, ModelConfig, RunConfig, Section
 from rewardloop.data import save_jsonl
 from rewardloop.envs.tasks import TaskConfig, load_task
 from rewardloop.models import load_pretrained
+from rewardloop.rewards.composite import RewardSpec
+from rewardloop.rewards.model import RewardModelScorer
 from rewardloop.rollout import batched_logprobs, generate
 from rewardloop.runs import RunDir
 
@@ -132,12 +134,12 @@ def compare(cfg: RLHFConfig, sft_dir: str, ppo_dir: str, rm_dir: str) -> dict[st
             temp = cfg.eval_gen.temperature or 1.0
             lp_sft = batched_logprobs(sft_model, ro.input_ids, ro.attention_mask, n, temp)
             logps = {"ppo": ro.logprobs, "sft": lp_sft, "mask": ro.response_mask.float()}
-    rm = rm_mod.load_reward_ensemble(rm_dir)
+    rm = RewardModelScorer(rm_dir)
     kl = ((logps["ppo"] - logps["sft"]) * logps["mask"]).sum(1).mean()
     return {
         "gold_win_rate": gold_win_rate(SimulatedAnnotator(noise=0.0), prompts, texts["ppo"], texts["sft"]),
-        "rm_score/ppo": float(rm.score(prompts, texts["ppo"])["mean"].mean()),
-        "rm_score/sft": float(rm.score(prompts, texts["sft"])["mean"].mean()),
+        "rm_score/ppo": sum(rm(prompts, texts["ppo"])) / len(prompts),
+        "rm_score/sft": sum(rm(prompts, texts["sft"])) / len(prompts),
         "gold_reward/ppo": sum(reviews_reward(prompts, texts["ppo"])) / len(prompts),
         "gold_reward/sft": sum(reviews_reward(prompts, texts["sft"])) / len(prompts),
         "kl_to_sft": float(kl),
@@ -174,10 +176,11 @@ def run(cfg: RLHFConfig, resume: bool = False) -> dict[str, Any]:
     results["reward"], rm_dir = res, res["model_dir"]
     # 5. PPO against the reward model, KL-regularised toward the SFT policy.
     if (res := _done(d, "ppo")) is None or not resume:
-        reward = cfg.ppo.reward.model_copy(update={"model": rm_dir})
+        # The policy sees only the reward model (plus any reward functions the user added); eval/reward stays gold.
+        rewards = [s for s in cfg.ppo.rewards if s.model is None] + [RewardSpec(model=str(rm_dir))]
         ppo_cfg = cfg.ppo.model_copy(
-            update={"model": cfg.model.model_copy(update={"path": sft_dir}), "task": cfg.task, "reward": reward,
-                    "run": _stage_run(cfg, d, "ppo")}
+            update={"model": cfg.model.model_copy(update={"path": sft_dir}), "task": cfg.task, "rewards": rewards,
+                    "task_reward_weight": 0.0, "run": _stage_run(cfg, d, "ppo")}
         )  # fmt: skip
         res = _finish(d, "ppo", ppo_mod.train(ppo_cfg, resume=resume))
     results["ppo"] = res

@@ -4,7 +4,6 @@ A reward function is ``reward(prompts, completions, **columns) -> list[float]``;
 """
 
 from rewardloop.rewards.builtin import (
-    RewardModelScorer,
     exact_answer,
     length_penalty,
     numeric_closeness,
@@ -13,8 +12,9 @@ from rewardloop.rewards.builtin import (
     repetition_penalty,
     reward_model,
 )
-from rewardloop.rewards.composite import RewardSpec, build_rewards, weighted_sum
+from rewardloop.rewards.composite import RewardSection, RewardSet, RewardSpec, build_rewards, weighted_sum
 from rewardloop.rewards.engagement import EngagementWeights, engagement_reward, engagement_score
+from rewardloop.rewards.model import RewardModelScorer
 from rewardloop.rewards.registry import BUILTIN_REWARDS, RewardFn, register_reward, resolve_reward
 from rewardloop.rewards.scoring import RewardError, RewardTimeout, ScoredBatch, score_completions, with_timeout
 
@@ -24,6 +24,8 @@ __all__ = [
     "RewardError",
     "RewardFn",
     "RewardModelScorer",
+    "RewardSection",
+    "RewardSet",
     "RewardSpec",
     "RewardTimeout",
     "ScoredBatch",

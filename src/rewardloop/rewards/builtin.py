@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 from typing import Any
-
-import torch
 
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 
@@ -86,43 +83,11 @@ def repetition_penalty(prompts: list[Any], completions: list[str], *, n: int = 3
     return out
 
 
-class RewardModelScorer:
-    """RewardFn from a reward-model directory written by ``rewardloop reward`` (a ValueModel: causal-LM trunk +
-    scalar head, loaded with ``models.value_head.load_value_model``): r = head at the last real token of
-    prompt + completion, normalised with the model's stored mean/std when it has them."""
-
-    def __init__(self, path: str | Path, device: str = "auto", batch_size: int = 32, normalize: bool = True) -> None:
-        from rewardloop.models.value_head import load_value_model
-
-        self.path = Path(path)
-        self.model, self.tokenizer = load_value_model(self.path, device)
-        self.batch_size = batch_size
-        stats = getattr(self.model, "stats", None) or {}
-        self.mean = float(stats.get("mean", 0.0)) if normalize else 0.0
-        self.std = float(stats.get("std", 1.0)) if normalize else 1.0
-        self.__name__ = f"reward_model[{self.path.name}]"
-
-    @torch.no_grad()
-    def __call__(self, prompts: list[Any], completions: list[str], **_: Any) -> list[float]:
-        device = next(self.model.parameters()).device
-        eos = self.tokenizer.eos_token or ""
-        texts = [f"{p}{c}{eos}" for p, c in zip(prompts, completions, strict=True)]
-        out: list[float] = []
-        for i in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[i : i + self.batch_size], return_tensors="pt", padding=True)
-            scores = self.model.score(enc["input_ids"].to(device), enc["attention_mask"].to(device))  # [b]
-            out += ((scores - self.mean) / max(self.std, 1e-8)).tolist()
-        return out
-
-
-_SCORERS: dict[tuple[str, str], RewardModelScorer] = {}
-
-
 def reward_model(
     prompts: list[Any], completions: list[str], *, path: str, device: str = "auto", **_: Any
 ) -> list[float]:
-    """Reward-model score (``RewardModelScorer``) of each completion; the model at ``path`` is loaded once, cached."""
-    key = (str(Path(path).resolve()), device)
-    if key not in _SCORERS:
-        _SCORERS[key] = RewardModelScorer(path, device)
-    return _SCORERS[key](prompts, completions)
+    """Reward-model score of each completion (``rewards.model.RewardModelScorer``; loaded once, cached). The same
+    scorer a ``{model: path}`` reward spec uses."""
+    from rewardloop.rewards.model import cached_scorer
+
+    return cached_scorer(path, device)(prompts, completions)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 RewardFn = Callable[..., list[float]]
 
-BUILTIN_REWARDS: dict[str, str] = {
+BUILTIN_REWARDS: dict[str, str | RewardFn] = {
     # name → "module:function" (imported lazily so optional pieces cost nothing until used)
     "exact_match": "rewardloop.envs.arithmetic:exact_match",
     "reviews_gold": "rewardloop.envs.reviews:reviews_reward",
@@ -34,8 +34,10 @@ BUILTIN_REWARDS: dict[str, str] = {
 }
 
 
-def register_reward(name: str, target: str) -> None:
-    """Add a built-in name → ``"module:function"`` entry."""
+def register_reward(name: str, target: str | RewardFn) -> None:
+    """Make ``name`` resolve to ``target``: a callable, or a ``"module:function"`` / ``"file.py:function"`` path."""
+    if not (callable(target) or isinstance(target, str)):
+        raise TypeError(f"register_reward({name!r}, ...): expected a callable or 'module:function', got {target!r}")
     BUILTIN_REWARDS[name] = target
 
 
@@ -63,6 +65,8 @@ def resolve_reward(spec: str | RewardFn) -> RewardFn:
     if callable(spec):
         return spec
     target = BUILTIN_REWARDS.get(spec, spec)
+    if callable(target):
+        return target
     module_part, sep, attr = target.rpartition(":")
     if not sep or not module_part or not attr:
         raise ValueError(

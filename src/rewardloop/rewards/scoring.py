@@ -13,6 +13,7 @@ Sandboxed code rewards (``rewards/sandbox.py``) enforce their own per-program li
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import math
 import threading
@@ -73,10 +74,47 @@ def with_timeout(fn: Callable[..., list[float]], seconds: float | None) -> Calla
     return call
 
 
-def _call_one(fn, name: str, prompts, completions, columns, i: int) -> tuple[float | None, str | None]:
+def reward_call(fn: Callable[..., Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """(args, kwargs) to call ``fn`` with. TRL's convention is keywords only (``prompts=``, ``completions=``, ...):
+    all of them when ``fn`` takes ``**kwargs``, else those it names. A function whose first parameters have other
+    names (``def f(p, c, **kw)``) gets prompts and completions positionally."""
     try:
-        value = fn([prompts[i]], [completions[i]], **{k: [v[i]] for k, v in columns.items()})[0]
-        value = float(value) if value is not None else float("nan")
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # builtins / C callables: keywords
+        return [], kwargs
+    args: list[Any] = []
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if positional and positional[0].name not in kwargs:
+        args = [kwargs["prompts"], kwargs["completions"]][: len(positional)]
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("prompts", "completions")}
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        kwargs = {k: v for k, v in kwargs.items() if k in names}
+    return args, kwargs
+
+
+def _label(fn: Callable[..., Any], name: str) -> str:
+    where = getattr(fn, "__module__", None)
+    qual = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return f"{name!r} ({where}:{qual})" if where else repr(name)
+
+
+def _to_float(value: Any, fn, name: str, i: int) -> float:
+    if value is None:
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise RewardError(
+            f"reward {_label(fn, name)} returned {value!r:.80} for sample {i}: expected a number"
+        ) from None
+
+
+def _call_one(fn, name: str, kwargs: dict[str, Any], i: int) -> tuple[float | None, str | None]:
+    one = {k: [v[i]] if isinstance(v, list) else v for k, v in kwargs.items()}
+    try:
+        args, kw = reward_call(fn, one)
+        value = _to_float(fn(*args, **kw)[0], fn, name, i)
     except RewardTimeout as e:
         return None, f"hang: {e}"
     except Exception as e:
@@ -85,23 +123,41 @@ def _call_one(fn, name: str, prompts, completions, columns, i: int) -> tuple[flo
 
 
 def call_reward(
-    fn: Callable[..., list[float]], name: str, prompts: list[str], completions: list[str], columns: dict[str, list]
+    fn: Callable[..., list[float]],
+    name: str,
+    prompts: list[Any],
+    completions: list[Any],
+    columns: dict[str, list],
+    completion_ids: list[list[int]] | None = None,
 ) -> tuple[list[float | None], list[str | None]]:
-    """Values (None where it failed) and error messages per sample for one reward function."""
+    """Values (None where it failed) and error messages per sample for one reward function.
+
+    Called with keywords as TRL's trainers call them: ``fn(prompts=, completions=, completion_ids=, **columns)``
+    (only the keywords ``fn`` accepts unless it takes ``**kwargs``). A wrong number of values or a value that is not
+    a number is an error naming the function (``RewardError``), not a per-sample failure.
+    """
+    kwargs: dict[str, Any] = {"prompts": prompts, "completions": completions, **columns}
+    if completion_ids is not None:
+        kwargs["completion_ids"] = completion_ids
     try:
-        values = fn(prompts, completions, **columns)
-        if len(values) != len(prompts):
-            raise ValueError(f"returned {len(values)} values for {len(prompts)} samples")
-        out, errs = [], []
-        for v in values:
-            v = float(v) if v is not None else float("nan")
-            ok = math.isfinite(v)
-            out.append(v if ok else None)
-            errs.append(None if ok else "returned NaN/inf/None")
-        return out, errs
-    except Exception:
-        results = [_call_one(fn, name, prompts, completions, columns, i) for i in range(len(prompts))]
+        args, kw = reward_call(fn, kwargs)
+        values = fn(*args, **kw)
+    except Exception:  # retry one sample at a time, so one bad sample cannot take the batch down
+        results = [_call_one(fn, name, kwargs, i) for i in range(len(prompts))]
         return [r[0] for r in results], [r[1] for r in results]
+    if isinstance(values, str | bytes) or not hasattr(values, "__len__"):
+        raise RewardError(
+            f"reward {_label(fn, name)} returned {values!r:.80}: expected a list of {len(prompts)} numbers"
+        )
+    if len(values) != len(prompts):
+        raise RewardError(f"reward {_label(fn, name)} returned {len(values)} values for {len(prompts)} samples")
+    out, errs = [], []
+    for i, v in enumerate(values):
+        v = _to_float(v, fn, name, i)
+        ok = math.isfinite(v)
+        out.append(v if ok else None)
+        errs.append(None if ok else "returned NaN/inf/None")
+    return out, errs
 
 
 def score_completions(
@@ -112,8 +168,11 @@ def score_completions(
     weights: dict[str, float] | None = None,
     on_error: OnError = "skip",
     timeout: float | None = None,
+    completion_ids: list[list[int]] | None = None,
 ) -> ScoredBatch:
-    """Score with every named reward function; reward = Σ_k w_k · r_k. Failures handled per ``on_error``.
+    """Score with every named reward function; reward = Σ_k w_k · r_k. Failures handled per ``on_error``; a
+    function that fails on every sample of the batch raises ``RewardError`` whatever ``on_error`` says (training on
+    nothing is never what the user wants).
 
     ``timeout``: seconds per reward call (see the module docstring); None = no deadline.
     """
@@ -124,7 +183,12 @@ def score_completions(
     components: dict[str, list[float]] = {}
     errors: list[dict[str, Any]] = []
     for name, fn in reward_fns.items():
-        values, errs = call_reward(with_timeout(fn, timeout), name, prompts, completions, columns)
+        values, errs = call_reward(with_timeout(fn, timeout), name, prompts, completions, columns, completion_ids)
+        if n and all(e is not None for e in errs):
+            raise RewardError(
+                f"reward {name!r} failed on all {n} samples of the batch; first error: {errs[0]}\n"
+                f"  prompt: {prompts[0]!r:.200}\n  completion: {completions[0]!r:.200}"
+            )
         for i, err in enumerate(errs):
             if err is None:
                 continue

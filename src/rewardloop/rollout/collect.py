@@ -1,7 +1,8 @@
-"""collect: generate + score → a ``Rollout`` with rewards (step 1 of every RL loop).
+"""collect: generate + score → a typed ``Rollout`` with rewards and group ids (step 1 of every RL loop).
 
-Takes only the policy weights, the tokenizer, prompt rows and reward functions — no trainer state — so the Ray
-rollout workers and the feedback service can call it too.
+One path for every trainer: prompt rows (``collect``) or environments, multi-turn included (``collect_env`` in
+``env_collect.py``), chosen by ``collect_step``. It takes only the policy weights, the tokenizer, the prompts or
+environments and a ``RewardSet`` — no trainer state — so Ray rollout workers and the serving process can call it.
 """
 
 from __future__ import annotations
@@ -12,9 +13,51 @@ from typing import Any
 import torch
 
 from rewardloop.config import GenerationConfig
-from rewardloop.rewards.scoring import OnError, score_completions
+from rewardloop.envs.base import Environment
+from rewardloop.rewards.composite import RewardSet
 from rewardloop.rollout.engine import generate
+from rewardloop.rollout.env_collect import collect_env
 from rewardloop.types import Rollout
+
+EnvFactory = Callable[..., Environment]  # factory(seed=int) -> Environment
+
+
+def reward_inputs(ro: Rollout) -> tuple[list[Any], list[Any], dict[str, list], list[list[int]]]:
+    """What a reward function receives, as TRL passes it: (prompts, completions, columns, completion_ids).
+
+    Conversational rows (a ``prompt_messages`` column, kept by the data loader) give message lists as prompts and
+    ``[{"role": "assistant", "content": text}]`` as completions; other rows give strings. Columns are the rows'
+    other fields, one list per column aligned with the samples."""
+    rows = ro.rows or [{} for _ in range(len(ro))]
+    n = ro.response_mask.sum(1).tolist()
+    completion_ids = [ids[:k] for ids, k in zip(ro.response_ids.tolist(), n, strict=True)]
+    keys = [k for k in rows[0] if k not in ("prompt", "completion", "prompt_messages")] if rows else []
+    columns = {k: [r.get(k) for r in rows] for k in keys}
+    if rows and "prompt_messages" in rows[0]:
+        prompts = [r["prompt_messages"] for r in rows]
+        completions = [[{"role": "assistant", "content": c}] for c in ro.responses]
+        return prompts, completions, columns, completion_ids
+    return list(ro.prompts), list(ro.responses), columns, completion_ids
+
+
+def score_rollout(ro: Rollout, rewards: RewardSet | None) -> Rollout:
+    """Fill ``rewards``, ``valid``, ``components`` and ``reward_errors``: r = environment reward (when the rollout
+    came from environments: component ``env``) + Σ_k w_k · r_k over ``rewards``."""
+    device = ro.prompt_ids.device
+    B = len(ro)
+    total = torch.zeros(B, dtype=torch.float32, device=device)
+    valid = torch.ones(B, dtype=torch.bool, device=device)
+    if ro.token_rewards is not None:
+        ro.components["env"] = ro.token_rewards.sum(1).float().cpu()
+        total = total + ro.token_rewards.sum(1).float()
+    if rewards is not None and rewards.fns:
+        scored = rewards.score(*reward_inputs(ro))
+        total = total + torch.tensor(scored.rewards, dtype=torch.float32, device=device)
+        valid = torch.tensor(scored.valid, device=device)
+        ro.components.update({k: torch.tensor(v, dtype=torch.float32) for k, v in scored.components.items()})
+        ro.reward_errors = ro.reward_errors + scored.errors
+    ro.rewards, ro.valid = torch.where(valid, total, torch.zeros_like(total)), valid
+    return ro
 
 
 @torch.no_grad()
@@ -23,59 +66,63 @@ def collect(
     tokenizer,
     rows: list[dict[str, Any]],
     gen: GenerationConfig,
-    reward_fns: dict[str, Callable[..., list[float]]],
+    rewards: RewardSet | None,
     *,
     samples_per_prompt: int = 1,
-    weights: dict[str, float] | None = None,
-    on_error: OnError = "skip",
+    group_start: int = 0,
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
 ) -> Rollout:
-    """Sample ``samples_per_prompt`` responses per row (rows repeated consecutively: group g = rows g·G … g·G+G−1),
-    score them, and return the Rollout with ``rewards`` [B] and extras: ``valid`` [B] bool, ``components``
-    {name: [B]}, ``reward_errors`` (failed samples), ``rows`` (the source row of each sample)."""
+    """Sample ``samples_per_prompt`` responses per row and score them. Row g's samples get group id
+    ``group_start + g``; ``rows`` holds each sample's source row."""
     was_training = model.training
     model.eval()
-    expanded = [row for row in rows for _ in range(samples_per_prompt)]
+    G = samples_per_prompt
+    expanded = [row for row in rows for _ in range(G)]
     prompts = [r["prompt"] for r in expanded]
     chunk = batch_size or len(prompts)
     parts = [
         generate(model, tokenizer, prompts[i : i + chunk], gen, generator=generator)
         for i in range(0, len(prompts), chunk)
     ]
-    rollout = parts[0] if len(parts) == 1 else concat_rollouts(parts, tokenizer.pad_token_id)
     model.train(was_training)
-    columns = {k: [r.get(k) for r in expanded] for k in expanded[0] if k not in ("prompt", "completion")}
-    scored = score_completions(reward_fns, prompts, rollout.responses, columns, weights, on_error)
-    device = rollout.prompt_ids.device
-    rollout.rewards = torch.tensor(scored.rewards, dtype=torch.float32, device=device)
-    rollout.extras.update(
-        valid=torch.tensor(scored.valid, device=device),
-        components={k: torch.tensor(v, dtype=torch.float32) for k, v in scored.components.items()},
-        reward_errors=scored.errors,
-        rows=expanded,
+    ro = Rollout.concat(parts, tokenizer.pad_token_id)
+    device = ro.prompt_ids.device
+    ro.group_ids = (group_start + torch.arange(len(rows), device=device)).repeat_interleave(G)
+    ro.rows = expanded
+    return score_rollout(ro, rewards)
+
+
+def collect_step(
+    model,
+    tokenizer,
+    gen: GenerationConfig,
+    rewards: RewardSet | None,
+    *,
+    rows: list[dict[str, Any]] | None = None,
+    env_factory: EnvFactory | None = None,
+    n_groups: int | None = None,
+    samples_per_prompt: int = 1,
+    group_start: int = 0,
+    seed: int = 0,
+    max_turns: int = 1,
+    max_length: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Rollout:
+    """One batch of experience from prompt ``rows`` or, with ``env_factory``, from ``n_groups`` environments × G
+    episodes (the G episodes of a group start from the same seed, so they compare actions from one state)."""
+    if env_factory is None:
+        if rows is None:
+            raise ValueError("collect_step needs prompt rows or an env_factory")
+        return collect(
+            model, tokenizer, rows, gen, rewards, samples_per_prompt=samples_per_prompt, group_start=group_start,
+            generator=generator,
+        )  # fmt: skip
+    G, N = samples_per_prompt, n_groups or len(rows or [])
+    seeds = [seed * 1_000_003 + group_start + g for g in range(N) for _ in range(G)]
+    envs = [env_factory(seed=s) for s in seeds]
+    ro = collect_env(
+        model, tokenizer, envs, gen, max_turns=max_turns, seeds=seeds, generator=generator, max_length=max_length
     )
-    return rollout
-
-
-def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
-    """Join Rollouts from several generate calls (re-padding prompts on the left and responses on the right)."""
-    P = max(p.prompt_ids.shape[1] for p in parts)
-    R = max(p.response_ids.shape[1] for p in parts)
-
-    def left(t: torch.Tensor, value) -> torch.Tensor:
-        return torch.nn.functional.pad(t, (P - t.shape[1], 0), value=value)
-
-    def right(t: torch.Tensor, value) -> torch.Tensor:
-        return torch.nn.functional.pad(t, (0, R - t.shape[1]), value=value)
-
-    return Rollout(
-        prompt_ids=torch.cat([left(p.prompt_ids, pad_id) for p in parts]),
-        prompt_mask=torch.cat([left(p.prompt_mask, 0) for p in parts]),
-        response_ids=torch.cat([right(p.response_ids, pad_id) for p in parts]),
-        response_mask=torch.cat([right(p.response_mask, 0) for p in parts]),
-        logprobs=torch.cat([right(p.logprobs, 0.0) for p in parts]),
-        finished=torch.cat([p.finished for p in parts]),
-        prompts=[s for p in parts for s in p.prompts],
-        responses=[s for p in parts for s in p.responses],
-    )
+    ro.group_ids = (group_start + torch.arange(N, device=ro.prompt_ids.device)).repeat_interleave(G)
+    return score_rollout(ro, rewards)

@@ -7,16 +7,15 @@ actions with the environment's later observations::
     action_mask:                           1  1      0 0 0 0 0 0 0 0  1  1
 
 ``response_mask`` is 1 on every real response token (the model must attend to the environment's text), and
-``extras["action_mask"]`` is 1 only on tokens the policy generated (the ones the policy gradient and the critic's
-value targets are about). The critic therefore values every action token given the whole conversation so far.
-Per-turn rewards sit on the last token of each action (``extras["token_rewards"]`` [B, R]); ``rewards`` [B] is their
-sum. Like ``collect``, this takes only weights, a tokenizer and environments — no trainer state.
+``action_mask`` is 1 only on tokens the policy generated (the ones the policy gradient and the critic's value targets
+are about). The critic therefore values every action token given the whole conversation so far. Per-turn rewards sit
+on the last token of each action (``token_rewards`` [B, R]); ``collect.score_rollout`` sums them into ``rewards``.
+Like ``collect``, this takes only weights, a tokenizer and environments — no trainer state.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -123,17 +122,6 @@ def _to_rollout(episodes: list[_Episode], prompts: list[str], tokenizer, device)
     response_mask = torch.zeros_like(response_ids)
     for b, n in enumerate(lengths):
         response_mask[b, :n] = 1
-    token_rewards = right([ep.rewards for ep in episodes], 0.0, torch.float32)
-    texts = tokenizer.batch_decode(response_ids.masked_fill(response_mask == 0, pad), skip_special_tokens=True)
-    extras: dict[str, Any] = {
-        "action_mask": right([ep.action_mask for ep in episodes], 0, torch.long).to(device),
-        "token_rewards": token_rewards.to(device),
-        "turns": [ep.actions for ep in episodes],
-        "infos": [ep.infos for ep in episodes],
-        "valid": torch.ones(len(episodes), dtype=torch.bool, device=device),
-        "components": {"env": token_rewards.sum(1)},
-        "reward_errors": [],
-    }
     return Rollout(
         prompt_ids=prompt_ids.to(device),
         prompt_mask=prompt_mask.to(device),
@@ -142,7 +130,9 @@ def _to_rollout(episodes: list[_Episode], prompts: list[str], tokenizer, device)
         logprobs=right([ep.logprobs for ep in episodes], 0.0, torch.float32).to(device),
         finished=torch.tensor([ep.finished for ep in episodes], device=device),
         prompts=prompts,
-        responses=texts,
-        rewards=token_rewards.sum(1).to(device),
-        extras=extras,
+        responses=tokenizer.batch_decode(response_ids.masked_fill(response_mask == 0, pad), skip_special_tokens=True),
+        action_mask=right([ep.action_mask for ep in episodes], 0, torch.long).to(device),
+        token_rewards=right([ep.rewards for ep in episodes], 0.0, torch.float32).to(device),
+        turns=[ep.actions for ep in episodes],
+        infos=[ep.infos for ep in episodes],
     )
