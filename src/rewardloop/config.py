@@ -88,6 +88,9 @@ class GenerationConfig(Section):
     stop: list[str] = Field(default_factory=list, description="stop strings (not included in the response)")
 
 
+Tracker = Literal["tensorboard", "mlflow", "wandb", "trackio"]
+
+
 class RunConfig(Section):
     """Where the run directory goes and how often it is written."""
 
@@ -97,6 +100,19 @@ class RunConfig(Section):
     save_every: int = Field(0, ge=0, description="checkpoint every N steps (0 = only at the end)")
     log_every: int = Field(1, ge=1)
     progress: bool = True
+    report_to: list[Tracker] = Field(
+        default_factory=list,
+        description="experiment trackers that also receive every logged row (docs/guides/tracking.md); each needs "
+        "its extra: pip install 'rewardloop[tensorboard]'",
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to_words(cls, v: Any) -> Any:
+        """Accept TRL's spellings: one name, 'a,b', or 'none'."""
+        if isinstance(v, str):
+            return [] if v == "none" else [w.strip() for w in v.split(",") if w.strip()]
+        return v
 
 
 T = TypeVar("T", bound=BaseModel)
@@ -145,8 +161,68 @@ def _section_fields(cls: type[BaseModel] | None, path: tuple) -> list[str]:
     return list(cls.model_fields) if cls is not None else []
 
 
+# TRL's config names → ours. Candidates in order; the first that is a key of the config being validated is named
+# (so `loss_type` is `loss_agg` for GRPO and `loss` for DPO); text after the key is a note shown with it.
+TRL_ALIASES: dict[str, tuple[str, ...]] = {
+    "num_generations": ("group_size",),
+    "beta": ("kl_coef",),
+    "max_completion_length": ("gen.max_new_tokens",),
+    "response_length": ("gen.max_new_tokens",),
+    "temperature": ("gen.temperature",),
+    "top_p": ("gen.top_p",),
+    "top_k": ("gen.top_k",),
+    "learning_rate": ("optim.lr",),
+    "lr_scheduler_type": ("optim.schedule",),
+    "weight_decay": ("optim.weight_decay",),
+    "warmup_steps": ("optim.warmup_steps",),
+    "max_grad_norm": ("optim.max_grad_norm",),
+    "per_device_train_batch_size": (
+        "batch_size",
+        "prompts_per_step TRL's counts completions; this counts prompts, each sampled group_size times",
+    ),
+    "gradient_accumulation_steps": ("micro_batch_size the sequences per forward/backward, not how many",),
+    "num_train_epochs": ("steps optimizer steps, not epochs",),
+    "max_steps": ("steps",),
+    "epsilon": ("clip_eps_low", "clip_eps"),
+    "cliprange": ("clip_eps",),
+    "epsilon_high": ("clip_eps_high",),
+    "cliprange_value": ("value_clip",),
+    "num_iterations": ("ppo_epochs",),
+    "num_ppo_epochs": ("epochs",),
+    "loss_type": ("loss_agg", "loss"),
+    "scale_rewards": ("estimator scale_rewards: false is estimator: dr_grpo",),
+    "reward_funcs": ("rewards", "reward.functions"),
+    "reward_weights": ("rewards", "reward.weights"),
+    "dataset_name": ("pairs", "data.path", "task.path"),
+    "train_dataset": ("pairs", "data.path", "task.path"),
+    "eval_dataset": ("test_pairs", "data.test_path", "task.test_path"),
+    "model_name_or_path": ("model.path",),
+    "max_length": ("model.max_length",),
+    "max_seq_length": ("model.max_length",),
+    "gradient_checkpointing": ("model.gradient_checkpointing",),
+    "seed": ("run.seed",),
+    "output_dir": ("run.root the run directory is run.root/run.name",),
+    "run_name": ("run.name",),
+    "report_to": ("run.report_to",),
+    "logging_steps": ("run.log_every",),
+    "save_steps": ("run.save_every",),
+    "eval_steps": ("eval_every",),
+}
+
+
+def trl_alias(cls: type[BaseModel] | None, name: str) -> str | None:
+    """Our key (with its note) for TRL's ``name``, if one of its candidates is a key of ``cls``; else None."""
+    for candidate in TRL_ALIASES.get(name, ()):
+        key, _, note = candidate.partition(" ")
+        *section, field = key.split(".")
+        if field in _section_fields(cls, tuple(section)):
+            return f"{key!r} — {note}" if note else repr(key)
+    return None
+
+
 def format_validation_error(err: ValidationError, source: str, cls: type[BaseModel] | None = None) -> str:
-    """One line per problem: the dotted key, the value and what is allowed (for unknown keys: the valid keys)."""
+    """One line per problem: the dotted key, the value and what is allowed (for unknown keys: the valid keys, or
+    our name for it when the key is TRL's)."""
     lines = [f"invalid config ({source}):"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
@@ -154,7 +230,9 @@ def format_validation_error(err: ValidationError, source: str, cls: type[BaseMod
         shown = repr(value) if not isinstance(value, dict) else "{...}"
         if len(shown) > 80:
             shown = shown[:77] + "..."
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "extra_forbidden" and (ours := trl_alias(cls, str(e["loc"][-1]))):
+            lines.append(f"  - unknown key {key!r}: TRL's name; rewardloop calls it {ours} (value {shown})")
+        elif e["type"] == "extra_forbidden":
             allowed = _section_fields(cls, tuple(e["loc"][:-1]))
             hint = f"allowed keys here: {', '.join(allowed)}" if allowed else "check the spelling"
             lines.append(f"  - unknown key {key!r} (value {shown}); {hint}")

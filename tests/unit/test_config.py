@@ -193,3 +193,58 @@ def test_autocast_accepts_yaml_off_and_short_names(tmp_path, word, expected):
 def test_autocast_rejects_other_values_naming_them():
     with pytest.raises(ConfigError, match=r"model.autocast = 'fp8'.*'off' or 'bfloat16'"):
         load_config(SFTConfig, None, ["model.autocast=fp8"])
+
+
+# -- TRL's names for our keys ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "override", "ours"),
+    [
+        ("grpo", "num_generations=4", "'group_size'"),
+        ("grpo", "beta=0.04", "'kl_coef'"),
+        ("grpo", "max_completion_length=64", "'gen.max_new_tokens'"),
+        ("grpo", "learning_rate=1e-6", "'optim.lr'"),
+        ("grpo", "per_device_train_batch_size=8", "'prompts_per_step' — TRL's counts completions"),
+        ("grpo", "loss_type=dr_grpo", "'loss_agg'"),
+        ("grpo", "epsilon_high=0.28", "'clip_eps_high'"),
+        ("grpo", "scale_rewards=false", "'estimator' — scale_rewards: false is estimator: dr_grpo"),
+        ("grpo", "optim.learning_rate=1e-6", "'optim.lr'"),  # inside a section too
+        ("dpo", "per_device_train_batch_size=8", "'batch_size'"),
+        ("dpo", "loss_type=ipo", "'loss'"),  # the same TRL name, another key of ours
+        ("dpo", "train_dataset=prefs.jsonl", "'pairs'"),
+        ("dpo", "report_to=tensorboard", "'run.report_to'"),
+        ("sft", "num_train_epochs=3", "'steps' — optimizer steps, not epochs"),
+    ],
+)
+def test_trl_name_says_what_rewardloop_calls_it(command, override, ours):
+    cls, _ = command_config_class(command)
+    key = override.split("=")[0]
+    msg = error(overrides=[override], cls=cls)
+    assert f"unknown key {key!r}: TRL's name; rewardloop calls it {ours}" in msg and "(value " in msg
+
+
+def test_trl_name_without_a_counterpart_in_this_config_lists_the_allowed_keys():
+    cls, _ = command_config_class("dpo")
+    msg = error(overrides=["num_generations=4"], cls=cls)  # DPO samples nothing: no group_size to point to
+    assert "TRL's name" not in msg and "allowed keys here" in msg and "beta" in msg
+
+
+def test_every_trl_alias_points_to_a_key_of_some_command():
+    from rewardloop.cli import COMMANDS
+    from rewardloop.config import TRL_ALIASES, trl_alias
+
+    classes = [command_config_class(c)[0] for c in COMMANDS]
+    assert [name for name in TRL_ALIASES if not any(trl_alias(cls, name) for cls in classes)] == []
+
+
+def test_cli_config_error_exits_2_and_creates_no_run_directory(tmp_path, capsys):
+    from rewardloop.cli import main
+
+    root = tmp_path / "runs"
+    assert main(["grpo", "num_generations=4", f"run.root={root}", "run.name=bad"]) == 2
+    err = capsys.readouterr().err
+    assert "rewardloop grpo: error:" in err and "rewardloop calls it 'group_size'" in err
+    assert not root.exists()
+    assert main(["sft", "steps=2", f"run.root={root}", "run.report_to=[comet]"]) == 2
+    assert "run.report_to" in capsys.readouterr().err and not root.exists()
