@@ -1,4 +1,5 @@
-"""Resume: an interrupted SFT run continues from its last checkpoint and ends bit-identical to an uninterrupted one.
+"""Resume: an interrupted SFT or DPO run continues from its last checkpoint (``RunDir.resume``), logs each step once
+and ends bit-identical to an uninterrupted one.
 
 Also: a crash while a checkpoint is being written leaves the previous checkpoint intact and ``latest`` on it.
 """
@@ -13,15 +14,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import rewardloop.algorithms.dpo as dpo
 import rewardloop.algorithms.sft as sft
 import rewardloop.runs as runs
+from rewardloop.algorithms.dpo import DPOConfig
 from rewardloop.algorithms.sft import SFTConfig
 from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig
 from rewardloop.envs.tasks import TaskConfig
 from rewardloop.runs import RunDir
 
-# 70 training rows / batch 16 = 4 batches per epoch, so the step-5 checkpoint falls inside the second epoch.
+# SFT: 70 training rows / batch 16 = 4 batches per epoch; DPO: 22 training pairs / batch 8 = 2 batches per epoch. So
+# the step-5 checkpoint falls inside an epoch, and the learning rate depends on the restored scheduler step.
 STEPS, SAVE_EVERY = 12, 5
+MODEL = ModelConfig(preset="llama-1m", max_length=16, device="cpu")
+OPTIM = OptimConfig(lr=3e-3, warmup_steps=3, schedule="cosine")
 
 
 class Interrupt(Exception):
@@ -30,9 +36,9 @@ class Interrupt(Exception):
 
 def config(root, name: str) -> SFTConfig:
     return SFTConfig(
-        model=ModelConfig(preset="llama-1m", max_length=16, device="cpu"),
+        model=MODEL,
         task=TaskConfig(digits=(1, 1), n_train=70, n_test=8),
-        optim=OptimConfig(lr=3e-3, warmup_steps=3, schedule="cosine"),  # lr depends on the restored scheduler step
+        optim=OPTIM,
         gen=GenerationConfig(max_new_tokens=3, temperature=0.0),
         run=RunConfig(root=str(root), name=name, save_every=SAVE_EVERY, progress=False),
         steps=STEPS,
@@ -42,23 +48,53 @@ def config(root, name: str) -> SFTConfig:
     )
 
 
+def dpo_config(root, name: str) -> DPOConfig:
+    pairs = root / "prefs.jsonl"
+    rows = [{"prompt": f"{i}+{i}=", "chosen": str(2 * i), "rejected": str(2 * i + 1)} for i in range(24)]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return DPOConfig(
+        model=MODEL,
+        task=TaskConfig(n_train=16, n_test=8),
+        optim=OPTIM,
+        run=RunConfig(root=str(root), name=name, save_every=SAVE_EVERY, progress=False),
+        pairs=str(pairs),
+        beta=0.5,
+        steps=STEPS,
+        batch_size=8,
+        eval_every=100,
+    )
+
+
+# trainer → (module, config builder, its training-loss metric)
+TRAINERS = {"sft": (sft, config, "train/loss"), "dpo": (dpo, dpo_config, "loss")}
+
+
 def weights(result) -> dict[str, torch.Tensor]:
     return load_file(result["model_dir"] / "model.safetensors")
 
 
-def train_losses(run_dir) -> dict[int, float]:
-    return {r["step"]: r["train/loss"] for r in runs.read_metrics(run_dir) if "train/loss" in r}
+def train_losses(run_dir, key: str = "train/loss") -> dict[int, float]:
+    return {r["step"]: r[key] for r in runs.read_metrics(run_dir) if key in r}
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    return sft.train(config(tmp_path_factory.mktemp("runs"), "straight"))
+    """Each trainer's run without interruption (trained on first use)."""
+    done = {}
+
+    def get(name: str):
+        if name not in done:
+            module, make, _ = TRAINERS[name]
+            done[name] = module.train(make(tmp_path_factory.mktemp("runs"), "straight"))
+        return done[name]
+
+    return get
 
 
-def crash_on_step(monkeypatch, n: int) -> None:
+def crash_on_step(monkeypatch, n: int, module=sft) -> None:
     """Make the ``n``-th optimizer step (in this process) raise ``Interrupt`` before it updates anything."""
     calls = {"n": 0}
-    real = sft.clip_and_step
+    real = module.clip_and_step
 
     def step(*args, **kwargs):
         calls["n"] += 1
@@ -66,17 +102,20 @@ def crash_on_step(monkeypatch, n: int) -> None:
             raise Interrupt(f"killed at step {n}")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sft, "clip_and_step", step)
+    monkeypatch.setattr(module, "clip_and_step", step)
 
 
-def test_resume_after_interrupt_is_identical_to_an_uninterrupted_run(tmp_path, monkeypatch, uninterrupted):
-    cfg = config(tmp_path, "resumed")
+@pytest.mark.parametrize("trainer", sorted(TRAINERS))
+def test_resume_after_interrupt_is_identical_to_an_uninterrupted_run(tmp_path, monkeypatch, uninterrupted, trainer):
+    module, make, loss_key = TRAINERS[trainer]
+    cfg = make(tmp_path, "resumed")
     with monkeypatch.context() as m:
-        crash_on_step(m, 7)
+        crash_on_step(m, 7, module)
         with pytest.raises(Interrupt):
-            sft.train(cfg)
+            module.train(cfg)
     run = RunDir(tmp_path / "resumed")
     assert run.latest_checkpoint().name == "step-0000005"
+    assert max(r["step"] for r in run.metrics()) == 6  # step 6 was logged after the checkpoint, before the crash
 
     loaded = {}
     real_load = RunDir.load_checkpoint
@@ -86,25 +125,43 @@ def test_resume_after_interrupt_is_identical_to_an_uninterrupted_run(tmp_path, m
         return state
 
     monkeypatch.setattr(RunDir, "load_checkpoint", spy)
-    result = sft.train(cfg, resume=True)
+    result = module.train(cfg, resume=True)
     assert loaded["state"]["step"] == SAVE_EVERY  # continued from the saved step, not from 0
+    straight = uninterrupted(trainer)
 
     # identical weights, optimizer moments and learning-rate schedule at the end
-    expected, actual = weights(uninterrupted), weights(result)
+    expected, actual = weights(straight), weights(result)
     assert expected.keys() == actual.keys()
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
     ckpt = f"checkpoints/step-{STEPS:07d}/optim-policy.pt"
-    opt_a = torch.load(uninterrupted["run_dir"] / ckpt, weights_only=False)
+    opt_a = torch.load(straight["run_dir"] / ckpt, weights_only=False)
     opt_b = torch.load(result["run_dir"] / ckpt, weights_only=False)
     for pid, st in opt_a["state"].items():
         assert torch.equal(st["exp_avg"], opt_b["state"][pid]["exp_avg"])
         assert torch.equal(st["exp_avg_sq"], opt_b["state"][pid]["exp_avg_sq"])
         assert float(st["step"]) == float(opt_b["state"][pid]["step"]) == STEPS
-    # the same batches in the same order: every logged training loss matches, each step logged once
-    assert train_losses(result["run_dir"]) == train_losses(uninterrupted["run_dir"])
-    steps = [r["step"] for r in runs.read_metrics(result["run_dir"]) if "train/loss" in r]
-    assert steps == list(range(1, STEPS + 1))
-    assert result["final"]["eval/loss"] == uninterrupted["final"]["eval/loss"]
+    # the same batches in the same order: every logged training loss matches, each step logged exactly once
+    assert train_losses(result["run_dir"], loss_key) == train_losses(straight["run_dir"], loss_key)
+    assert [r["step"] for r in runs.read_metrics(result["run_dir"])] == list(range(STEPS + 1))  # 0 = initial eval
+    assert result["final"]["eval/loss"] == straight["final"]["eval/loss"]
+
+
+def test_resume_before_the_first_checkpoint_starts_over_with_clean_logs(tmp_path, monkeypatch, uninterrupted):
+    cfg = config(tmp_path, "early")
+    with monkeypatch.context() as m:
+        crash_on_step(m, 3)
+        with pytest.raises(Interrupt):
+            sft.train(cfg)
+    assert RunDir(tmp_path / "early").latest_checkpoint() is None
+    result = sft.train(cfg, resume=True)
+    assert [r["step"] for r in runs.read_metrics(result["run_dir"])] == list(range(STEPS + 1))
+    expected, actual = weights(uninterrupted("sft")), weights(result)
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+
+
+def test_checkpoint_is_due_every_save_every_steps_and_at_the_end():
+    assert [s for s in range(1, 13) if RunDir.due(s, 12, 5)] == [5, 10, 12]
+    assert [s for s in range(1, 13) if RunDir.due(s, 12, 0)] == [12]
 
 
 def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch, uninterrupted):
@@ -129,7 +186,7 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monke
     assert {"policy", "optim-policy.pt", "rng.pt", "state.json"} <= {p.name for p in good.iterdir()}
 
     result = sft.train(cfg, resume=True)  # continues from step 5 and ends where the uninterrupted run ends
-    expected, actual = weights(uninterrupted), weights(result)
+    expected, actual = weights(uninterrupted("sft")), weights(result)
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
 
 

@@ -285,8 +285,7 @@ def train(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
     opt, sched = make_optimizer(model.parameters(), cfg.optim, cfg.steps)
     rng = random.Random(cfg.run.seed)
     step, history = 0, {}
-    if resume and (ckpt := run.latest_checkpoint()) is not None:
-        state = run.load_checkpoint(ckpt, {"policy": model}, {"policy": opt})
+    if (state := run.resume({"policy": model}, {"policy": opt})) is not None:
         step, history = state["step"], state.get("history", {})
         sched.load_state_dict(state["scheduler"])
 
@@ -321,8 +320,9 @@ def train(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
             row = run.log(step, row)
         show(bar, row, ("loss", "rewards/accuracy", "eval/win_rate"))
         bar.update(1)
-        if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.steps:
+        if run.due(step, cfg.steps, cfg.run.save_every):
             state = {"scheduler": sched.state_dict(), "history": history}
             run.save_checkpoint(step, {"policy": (model, tokenizer)}, {"policy": opt}, state)
     bar.close()
+    run.close()
     return finish_policy_run(run, model, tokenizer, cfg.model.lora, history, "eval/loss")
