@@ -9,21 +9,28 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rewardloop.runs import read_metrics
 
-# plot group → substrings of metric names that belong to it (first match wins)
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# plot group → substrings of metric names that belong to it (first match wins). Seconds and throughput come first
+# and apart, so that `time/reward` or `gen_tokens_per_s` never share an axis with each other or with rewards.
 GROUPS = {
+    "seconds": ("time/",),
+    "throughput": ("_per_s",),
     "loss": ("loss",),
     "reward": ("reward", "score", "win_rate"),
     "accuracy": ("accuracy", "acc"),
     "kl": ("kl",),
     "entropy": ("entropy",),
     "length": ("length", "len"),
-    "time": ("time/", "tokens_per_s", "_per_s"),
 }
 SKIP = {"step", "time"}
+# bookkeeping counts (substrings of the name): listed in the summary table, never drawn as curves
+COUNTERS = ("params", "pairs", "member", "n_train", "sampling_tries", "_drawn", "errors", "early_stop", "epochs")
 
 
 def _numeric_keys(rows: list[dict[str, Any]]) -> list[str]:
@@ -35,6 +42,17 @@ def _numeric_keys(rows: list[dict[str, Any]]) -> list[str]:
     return list(keys)
 
 
+def curves(rows: list[dict[str, Any]]) -> list[str]:
+    """Metrics drawn as curves: not counters, and changing over the run (a constant is a fact for the table)."""
+    changing = [k for k in _numeric_keys(rows) if len({v for _, v in _points(rows, k)}) > 1]
+    return [k for k in changing if not any(c in k for c in COUNTERS)]
+
+
+def _points(rows: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
+    """(step, value) for each finite logged value of ``key``."""
+    return [(r["step"], r[key]) for r in rows if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
+
+
 def group_metrics(keys: list[str]) -> dict[str, list[str]]:
     """Assign each metric name to a plot group ('other' when nothing matches)."""
     groups: dict[str, list[str]] = {}
@@ -44,32 +62,34 @@ def group_metrics(keys: list[str]) -> dict[str, list[str]]:
     return groups
 
 
+def figures(title: str, rows: list[dict[str, Any]]) -> dict[str, Figure]:
+    """One figure per metric group (one axes, every curve in its legend), keyed by group name."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    out = {}
+    for group, keys in group_metrics(curves(rows)).items():
+        fig = Figure(figsize=(6, 3.5))
+        ax = fig.subplots()
+        for k in keys:
+            pts = _points(rows, k)
+            ax.plot(*zip(*pts, strict=True), marker="." if len(pts) < 30 else None, label=k)
+        ax.set_xlabel("step")
+        ax.set_title(f"{title}: {group}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=1 if len(keys) <= 6 else 2)
+        fig.tight_layout()
+        out[group] = fig
+    return out
+
+
 def plot_run(run_dir: Path, rows: list[dict[str, Any]]) -> list[Path]:
     """One PNG per metric group in ``run_dir/plots``; returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out_dir = run_dir / "plots"
     out_dir.mkdir(exist_ok=True)
     written = []
-    for group, keys in group_metrics(_numeric_keys(rows)).items():
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for k in keys:
-            pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), int | float) and math.isfinite(r[k])]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="." if len(pts) < 30 else None, label=k)
-        ax.set_xlabel("step")
-        ax.set_title(f"{run_dir.name}: {group}")
-        ax.grid(alpha=0.3)
-        if len(keys) <= 12:
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / f"{group}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+    for group, fig in figures(run_dir.name, rows).items():
+        fig.savefig(out_dir / f"{group}.png", dpi=100)
+        written.append(out_dir / f"{group}.png")
     return written
 
 
@@ -77,8 +97,7 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table: metric, first, last, min, max over the logged steps."""
     lines = ["| metric | first | last | min | max |", "|---|---|---|---|---|"]
     for k in _numeric_keys(rows):
-        vals = [r[k] for r in rows if isinstance(r.get(k), int | float) and math.isfinite(r[k])]
-        if vals:
+        if vals := [v for _, v in _points(rows, k)]:
             lines.append(f"| {k} | {vals[0]:.4g} | {vals[-1]:.4g} | {min(vals):.4g} | {max(vals):.4g} |")
     return "\n".join(lines)
 
