@@ -16,9 +16,11 @@ import torch
 from pydantic import Field, field_serializer
 from tqdm.auto import tqdm
 
-from rewardloop.config import GenerationConfig, OptimConfig
+from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig
 from rewardloop.envs.base import DatasetEnv, Environment
 from rewardloop.envs.tasks import Task
+from rewardloop.models import load_pretrained
+from rewardloop.models.loading import disable_dropout, resolve_device
 from rewardloop.rewards.composite import RewardSection, RewardSet, build_rewards
 from rewardloop.rewards.registry import resolve_reward
 from rewardloop.rollout.collect import EnvFactory, collect, collect_step
@@ -77,6 +79,20 @@ class RLConfig(RewardSection):
     @field_serializer("env")
     def _env_name(self, env: Any) -> str | None:
         return env if env is None or isinstance(env, str) else f"{env.__module__}:{getattr(env, '__qualname__', env)}"
+
+
+def policy_from(cfg: ModelConfig, model=None, tokenizer=None):
+    """(model, tokenizer): the objects a Python caller passed (TRL style: ``train(cfg, model=m, tokenizer=t)``), moved
+    to ``cfg.device`` with dropout disabled when the config says so; else loaded from ``cfg`` (path or preset)."""
+    if model is None:
+        return load_pretrained(cfg)
+    if tokenizer is None:
+        raise ValueError("a model object needs its tokenizer: train(cfg, model=..., tokenizer=...)")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if cfg.disable_dropout:
+        disable_dropout(model)
+    return model.to(resolve_device(cfg.device)), tokenizer
 
 
 def experience_sources(cfg: RLConfig, task: Task, device) -> tuple[RewardSet, RewardSet, EnvFactory | None]:

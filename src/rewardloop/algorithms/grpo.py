@@ -33,6 +33,7 @@ from rewardloop.algorithms.common import (
     experience_sources,
     finish_policy_run,
     make_optimizer,
+    policy_from,
     progress,
     seed_everything,
     show,
@@ -40,7 +41,7 @@ from rewardloop.algorithms.common import (
 from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig
 from rewardloop.diagnostics import check_degeneration, component_shares, emit, sample_table
 from rewardloop.envs.tasks import TaskConfig, load_task
-from rewardloop.models import count_parameters, load_pretrained, mixed_precision
+from rewardloop.models import count_parameters, mixed_precision
 from rewardloop.ops import (
     accumulation_weight,
     aggregate_loss,
@@ -347,12 +348,14 @@ def rollout_metrics(ro: Rollout, est: PGBatch, task_name: str | None) -> dict[st
     return out
 
 
-def train(cfg: GRPOConfig, resume: bool = False) -> dict[str, Any]:
-    """Run GRPO / Dr.GRPO / RLOO / REINFORCE++; returns {"run_dir", "model_dir", "initial", "final"} (eval metrics)."""
+def train(cfg: GRPOConfig, resume: bool = False, *, model=None, tokenizer=None) -> dict[str, Any]:
+    """Run GRPO / Dr.GRPO / RLOO / REINFORCE++; returns {"run_dir", "model_dir", "initial", "final"} (eval metrics).
+
+    ``model`` / ``tokenizer``: a policy object to train instead of loading ``cfg.model`` (the Python API)."""
     # 0. Set-up: seed, run directory, policy, frozen reference, task, rewards, optimizer, resume.
     seed_everything(cfg.run.seed)
     run = RunDir.open(cfg.run, cfg.estimator, cfg, resume=resume)
-    model, tokenizer = load_pretrained(cfg.model)
+    model, tokenizer = policy_from(cfg.model, model, tokenizer)
     device = next(model.parameters()).device
     amp = mixed_precision(cfg.model, device)  # bf16 autocast when model.autocast is set, else a no-op
     needs_ref = cfg.kl_coef > 0 or (cfg.estimator == "reinforce_pp" and cfg.kl_reward_coef > 0)

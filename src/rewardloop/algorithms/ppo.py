@@ -17,6 +17,7 @@ then log every metric in docs/algorithms/ppo.md, a sample table, degeneration wa
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
@@ -34,6 +35,7 @@ from rewardloop.algorithms.common import (
     evaluator,
     experience_sources,
     make_optimizer,
+    policy_from,
     progress,
     seed_everything,
 )
@@ -354,15 +356,19 @@ def step_metrics(ro: Rollout, b: PPOBatch, times: dict[str, float]) -> dict[str,
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def train(cfg: PPOConfig, resume: bool = False) -> dict[str, Any]:
-    """Run PPO; returns {"run_dir", "model_dir", "value_dir", "initial", "final"} (eval metrics dicts)."""
+def train(cfg: PPOConfig, resume: bool = False, *, model=None, tokenizer=None) -> dict[str, Any]:
+    """Run PPO; returns {"run_dir", "model_dir", "value_dir", "initial", "final"} (eval metrics dicts).
+
+    ``model`` / ``tokenizer``: a policy object to train instead of loading ``cfg.model`` (the Python API); the
+    reference is then a frozen copy of it unless ``cfg.ref_model`` names one."""
     # 0. Set-up: run dir, policy, reference, critic, optimizers, rewards / environments, RNG, resume.
     seed_everything(cfg.run.seed)
     run = RunDir.open(cfg.run, "ppo", cfg, resume=resume)
-    policy, tok = load_pretrained(cfg.model)
+    policy, tok = policy_from(cfg.model, model, tokenizer)
     device = next(policy.parameters()).device
     amp = mixed_precision(cfg.model, device)
-    ref, _ = load_pretrained(cfg.ref_model or cfg.model, device)
+    ref = copy.deepcopy(policy) if model is not None and cfg.ref_model is None else None
+    ref = ref or load_pretrained(cfg.ref_model or cfg.model, device)[0]
     ref.eval().requires_grad_(False)
     critic = value_model_from_policy(policy, shared=cfg.critic == "shared")
     if critic.shared:

@@ -132,8 +132,10 @@ def _prompt_row(row: Mapping, renderer: _Renderer) -> tuple[dict | None, list[st
     prompt = _text_or_messages(row, "prompt", issues)
     if prompt is None:
         return None, issues
-    text = prompt if isinstance(prompt, str) else renderer.prompt(prompt)
-    return {"prompt": text, **_extras(row, ["prompt"])}, issues
+    if isinstance(prompt, str):
+        return {"prompt": prompt, **_extras(row, ["prompt"])}, issues
+    # Conversational: the policy sees the rendered text; reward functions get the messages, as TRL passes them.
+    return {"prompt": renderer.prompt(prompt), "prompt_messages": prompt, **_extras(row, ["prompt"])}, issues
 
 
 def _split_messages(messages: Messages, issues: list[str]) -> tuple[Messages, Messages] | None:

@@ -7,10 +7,11 @@ that scores completions, and an evaluation metric name. Built-ins: ``arithmetic`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_serializer, model_validator
 
 from rewardloop.config import Section
 from rewardloop.rewards.registry import RewardFn, resolve_reward
@@ -31,13 +32,28 @@ class TaskConfig(Section):
     )
     demos_per_problem: int = Field(1, ge=1, description="arithmetic: demonstrations per training problem")
     path: str | None = Field(None, description="dataset: train file (JSONL/JSON/Parquet) or hf:NAME[:SPLIT]")
+    dataset: Any = Field(
+        None, exclude=True, description="dataset (Python API): a datasets.Dataset or a list of dicts, instead of path"
+    )
+    test_dataset: Any = Field(None, exclude=True, description="Python API: the test split, instead of test_path")
     test_path: str | None = Field(None, description="dataset: test file; default: the last n_test rows of `path`")
-    reward: str | None = Field(None, description="reward name or plug-in path; default: the task's own")
+    reward: str | Callable[..., Any] | None = Field(
+        None, description="reward name, plug-in path or (Python API) a callable; default: the task's own"
+    )
+
+    @field_serializer("reward")
+    def _reward_name(self, fn: Any) -> str | None:
+        return fn if fn is None or isinstance(fn, str) else f"{fn.__module__}:{getattr(fn, '__qualname__', fn)}"
 
     @model_validator(mode="after")
     def _check(self) -> TaskConfig:
-        if self.name == "dataset" and not self.path:
-            raise ValueError("task.name 'dataset' needs task.path (a JSONL/JSON/Parquet file or hf:NAME)")
+        if self.dataset is not None and self.name == "arithmetic" and "name" not in self.model_fields_set:
+            self.__dict__["name"] = "dataset"  # passing rows is enough to say so (no re-validation loop)
+        if self.name == "dataset" and not self.path and self.dataset is None:
+            raise ValueError(
+                "task.name 'dataset' needs task.path (a JSONL/JSON/Parquet file or hf:NAME) or, from Python, "
+                "task.dataset (a datasets.Dataset or a list of dicts)"
+            )
         return self
 
 
@@ -82,13 +98,17 @@ def load_task(cfg: TaskConfig, kind: str = "prompt", tokenizer=None, max_length:
     else:
         from rewardloop.data import load_rows
 
-        rows = load_rows(cfg.path, kind=kind, tokenizer=tokenizer, max_length=max_length)
-        if cfg.test_path:
+        source = cfg.dataset if cfg.dataset is not None else cfg.path
+        rows = load_rows(source, kind=kind, tokenizer=tokenizer, max_length=max_length)
+        test_source = cfg.test_dataset if cfg.test_dataset is not None else cfg.test_path
+        if test_source is not None:
             rows_train = rows
-            rows_test = load_rows(cfg.test_path, kind=kind, tokenizer=tokenizer, max_length=max_length)
+            rows_test = load_rows(test_source, kind=kind, tokenizer=tokenizer, max_length=max_length)
         else:
             if len(rows) < 2:
-                raise ValueError(f"{cfg.path}: need at least 2 rows to split off a test set, got {len(rows)}")
+                raise ValueError(
+                    f"{cfg.path or 'task.dataset'}: need at least 2 rows to split off a test set, got {len(rows)}"
+                )
             n_test = min(cfg.n_test, len(rows) // 2)
             rows_train, rows_test = rows[:-n_test], rows[-n_test:]
         reward = None
