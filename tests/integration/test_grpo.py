@@ -199,3 +199,46 @@ def test_sampler_logprobs_stand_in_for_a_teacher_forced_old_policy_pass(tmp_path
     assert mask.any()
     assert torch.allclose(reused.old_logp[mask], recomputed.old_logp[mask], atol=1e-4)
     assert torch.equal(reused.adv, recomputed.adv)
+
+
+class TwoTurnEnv:
+    """Turn 1 pays 0.5 for any answer; turn 2 pays 1 for an answer of at most 2 characters."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed, self.turn = seed, 0
+
+    def reset(self, *, seed=None):
+        self.turn = 0
+        return f"{self.seed % 7}+1="
+
+    def step(self, action: str):
+        self.turn += 1
+        if self.turn == 1:
+            return " again:", 0.5, False, {"seed": self.seed}
+        return None, float(len(action) <= 2), True, {"seed": self.seed}
+
+
+def test_grpo_on_a_multi_turn_environment_groups_episodes_by_seed(tmp_path):
+    from rewardloop.algorithms.grpo import estimate
+    from rewardloop.rollout.collect import collect_step
+
+    cfg = tiny(tmp_path, "env", "max_turns=2", "steps=2")
+    cfg = cfg.model_copy(update={"env": TwoTurnEnv})
+    res = train(cfg)
+    rows = read_metrics(res["run_dir"])
+    last = rows[-1]
+    k = (last["reward/mean"] - 0.5) * cfg.prompts_per_step * cfg.group_size  # 0.5 + (short second answers)/B
+    assert k == pytest.approx(round(k), abs=1e-4)
+    # Evaluation ran greedy episodes on the environment (0.5 or 1.5 each over eval_size=8), not arithmetic rows.
+    j = (last["eval/reward"] - 0.5) * cfg.eval_size
+    assert j == pytest.approx(round(j), abs=1e-4) and 0 <= round(j) <= cfg.eval_size
+    # One collect path: the G episodes of a group start from the same seed; environment tokens are not trained.
+    model, tok = load_pretrained(cfg.model)
+    ro = collect_step(model, tok, cfg.gen, None, env_factory=TwoTurnEnv, n_groups=3, samples_per_prompt=4,
+                      group_start=5, max_turns=2)  # fmt: skip
+    ro.rewards, ro.valid = ro.token_rewards.sum(1), torch.ones(len(ro), dtype=torch.bool)
+    assert ro.group_ids.tolist() == [5] * 4 + [6] * 4 + [7] * 4
+    seeds = [info[0]["seed"] for info in ro.infos]
+    assert all(len(set(seeds[g * 4 : g * 4 + 4])) == 1 for g in range(3)) and len(set(seeds)) == 3
+    est = estimate(model, None, ro, cfg)
+    assert torch.equal(est.mask, ro.action_mask.float()) and (ro.response_mask - ro.action_mask).sum() > 0

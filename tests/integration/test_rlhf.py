@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -40,8 +41,23 @@ def test_rlhf_pipeline_stages_and_resume_skips_finished(tmp_path):
     d = res["run_dir"]
     for stage in ("sft", "pairs", "reward", "ppo", "eval"):
         assert (d / stage / "done.json").exists(), stage
-    assert (d / "ppo" / "final" / "value" / "value_head.safetensors").exists()
-    assert 0.0 <= res["eval"]["gold_win_rate"] <= 1.0 and "kl_to_sft" in res["eval"]
+    # The critic and the reward model are Hugging Face sequence-classification checkpoints (one label).
+    from transformers import AutoModelForSequenceClassification
+
+    for model_dir in (d / "ppo" / "final" / "value", res["reward"]["model_dir"]):
+        assert AutoModelForSequenceClassification.from_pretrained(model_dir).config.num_labels == 1
+    # The comparison is computed on the texts it reports (eval_size 6 ≤ the 8 examples kept): recompute it.
+    from rewardloop.envs.reviews import SimulatedAnnotator, gold_win_rate
+    from rewardloop.rewards.model import RewardModelScorer
+
+    ex = res["eval"]["examples"]
+    assert len(ex) == cfg.eval_size
+    prompts, ppo_texts, sft_texts = [e["prompt"] for e in ex], [e["ppo"] for e in ex], [e["sft"] for e in ex]
+    expected = gold_win_rate(SimulatedAnnotator(noise=0.0), prompts, ppo_texts, sft_texts)
+    assert res["eval"]["gold_win_rate"] == pytest.approx(expected)
+    rm = RewardModelScorer(res["reward"]["model_dir"], "cpu")
+    assert res["eval"]["rm_score/ppo"] == pytest.approx(sum(rm(prompts, ppo_texts)) / len(ex), abs=1e-5)
+    assert math.isfinite(res["eval"]["kl_to_sft"])
     pairs = [json.loads(x) for x in (d / "pairs" / "train.jsonl").read_text().splitlines()]
     assert len(pairs) == 16 and all({"prompt", "chosen", "rejected"} <= set(p) for p in pairs)
     # Resume: every stage is finished, so nothing reruns and the results are read back.
