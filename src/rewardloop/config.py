@@ -187,7 +187,7 @@ TRL_ALIASES: dict[str, tuple[str, ...]] = {
     "cliprange": ("clip_eps",),
     "epsilon_high": ("clip_eps_high",),
     "cliprange_value": ("value_clip",),
-    "num_iterations": ("ppo_epochs",),
+    "num_iterations": ("ppo_epochs", "epochs"),
     "num_ppo_epochs": ("epochs",),
     "loss_type": ("loss_agg", "loss"),
     "scale_rewards": ("estimator scale_rewards: false is estimator: dr_grpo",),
