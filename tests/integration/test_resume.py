@@ -15,6 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 import rewardloop.algorithms.dpo as dpo
+import rewardloop.algorithms.grpo as grpo
+import rewardloop.algorithms.ppo as ppo
 import rewardloop.algorithms.sft as sft
 import rewardloop.runs as runs
 from rewardloop.algorithms.dpo import DPOConfig
@@ -65,8 +67,39 @@ def dpo_config(root, name: str) -> DPOConfig:
     )
 
 
-# trainer → (module, config builder, its training-loss metric)
-TRAINERS = {"sft": (sft, config, "train/loss"), "dpo": (dpo, dpo_config, "loss")}
+def ppo_config(root, name: str) -> ppo.PPOConfig:
+    """Shared critic, one epoch of one minibatch: one optimizer step per training step, as for the others."""
+    return ppo.PPOConfig(
+        model=MODEL.model_copy(update={"max_length": 24}),
+        task=TaskConfig(digits=(1, 1), n_train=32, n_test=8),
+        optim=OPTIM,
+        gen=GenerationConfig(max_new_tokens=3),
+        eval_gen=GenerationConfig(max_new_tokens=3, temperature=0.0),
+        run=RunConfig(root=str(root), name=name, save_every=SAVE_EVERY, progress=False),
+        critic="shared", steps=STEPS, batch_size=8, mini_batch_size=8, micro_batch_size=8, epochs=1,
+        eval_every=100, eval_size=8,
+    )  # fmt: skip
+
+
+def grpo_config(root, name: str) -> grpo.GRPOConfig:
+    return grpo.GRPOConfig(
+        model=MODEL.model_copy(update={"max_length": 24}),
+        task=TaskConfig(digits=(1, 1), n_train=32, n_test=8),
+        optim=OPTIM,
+        gen=GenerationConfig(max_new_tokens=3),
+        eval_gen=GenerationConfig(max_new_tokens=3, temperature=0.0),
+        run=RunConfig(root=str(root), name=name, save_every=SAVE_EVERY, progress=False),
+        steps=STEPS, prompts_per_step=4, group_size=4, eval_every=100, eval_size=8, samples_every=3,
+    )  # fmt: skip
+
+
+# trainer → (module, config builder, its training-loss metric, its evaluation metric)
+TRAINERS = {
+    "sft": (sft, config, "train/loss", "eval/loss"),
+    "dpo": (dpo, dpo_config, "loss", "eval/loss"),
+    "ppo": (ppo, ppo_config, "loss/policy", "eval/accuracy"),
+    "grpo": (grpo, grpo_config, "loss/total", "eval/accuracy"),
+}
 
 
 def weights(result) -> dict[str, torch.Tensor]:
@@ -84,7 +117,7 @@ def uninterrupted(tmp_path_factory):
 
     def get(name: str):
         if name not in done:
-            module, make, _ = TRAINERS[name]
+            module, make, *_ = TRAINERS[name]
             done[name] = module.train(make(tmp_path_factory.mktemp("runs"), "straight"))
         return done[name]
 
@@ -107,7 +140,7 @@ def crash_on_step(monkeypatch, n: int, module=sft) -> None:
 
 @pytest.mark.parametrize("trainer", sorted(TRAINERS))
 def test_resume_after_interrupt_is_identical_to_an_uninterrupted_run(tmp_path, monkeypatch, uninterrupted, trainer):
-    module, make, loss_key = TRAINERS[trainer]
+    module, make, loss_key, eval_key = TRAINERS[trainer]
     cfg = make(tmp_path, "resumed")
     with monkeypatch.context() as m:
         crash_on_step(m, 7, module)
@@ -143,7 +176,12 @@ def test_resume_after_interrupt_is_identical_to_an_uninterrupted_run(tmp_path, m
     # the same batches in the same order: every logged training loss matches, each step logged exactly once
     assert train_losses(result["run_dir"], loss_key) == train_losses(straight["run_dir"], loss_key)
     assert [r["step"] for r in runs.read_metrics(result["run_dir"])] == list(range(STEPS + 1))  # 0 = initial eval
-    assert result["final"]["eval/loss"] == straight["final"]["eval/loss"]
+    assert result["final"][eval_key] == straight["final"][eval_key]
+
+    def sample_steps(res) -> list[int]:
+        return [r["step"] for r in runs.read_metrics(res["run_dir"], "samples.jsonl")]
+
+    assert sample_steps(result) == sample_steps(straight)  # sample tables too: none from the crashed steps twice
 
 
 def test_resume_before_the_first_checkpoint_starts_over_with_clean_logs(tmp_path, monkeypatch, uninterrupted):

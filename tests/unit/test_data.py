@@ -169,7 +169,8 @@ def test_fallback_rendering_without_chat_template():
         rows = load_rows(
             [{"prompt": [msg("system", "be brief"), msg("user", "hi")]}], kind="prompt", tokenizer=tokenizer
         )
-        assert rows == [{"prompt": "system: be brief\nuser: hi\nassistant:"}]
+        messages = [msg("system", "be brief"), msg("user", "hi")]  # kept: reward functions get them, as in TRL
+        assert rows == [{"prompt": "system: be brief\nuser: hi\nassistant:", "prompt_messages": messages}]
     pair = {
         "chosen": [msg("user", "q"), msg("assistant", "good")],
         "rejected": [msg("user", "q"), msg("assistant", "bad")],
@@ -180,7 +181,7 @@ def test_fallback_rendering_without_chat_template():
 
 def test_chat_template_renders_prompt_with_generation_prompt():
     rows = load_rows([{"prompt": [msg("user", "hi")], "answer": "x"}], kind="prompt", tokenizer=make_tokenizer())
-    assert rows == [{"prompt": "<|user|>hi<|end|><|assistant|>", "answer": "x"}]
+    assert rows == [{"prompt": "<|user|>hi<|end|><|assistant|>", "prompt_messages": [msg("user", "hi")], "answer": "x"}]
 
 
 def test_chat_template_sft_prompt_completion_and_messages():

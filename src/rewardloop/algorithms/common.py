@@ -222,4 +222,5 @@ def finish_policy_run(run, model, tokenizer, lora, history: dict[str, Any], eval
     {"run_dir", "model_dir", "initial": first eval row, "final": last logged row that has ``eval_key``}."""
     final = next((r for r in reversed(run.metrics()) if eval_key in r), {})
     model_dir = run.save_final("policy", model, tokenizer, lora_save=lora.save if lora else "merged")
+    run.close()
     return {"run_dir": run.path, "model_dir": model_dir, "initial": history.get("initial"), "final": final}

@@ -366,8 +366,7 @@ def train(cfg: GRPOConfig, resume: bool = False, *, model=None, tokenizer=None) 
     rng = random.Random(cfg.run.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
     step, history = 0, {}
-    if resume and (ckpt := run.latest_checkpoint()) is not None:
-        state = run.load_checkpoint(ckpt, {"policy": model}, {"policy": opt}, {"sample": generator})
+    if (state := run.resume({"policy": model}, {"policy": opt}, {"sample": generator})) is not None:
         step, history = state["step"], state.get("history", {})
         sched.load_state_dict(state["scheduler"])
     drawn = [history.get("batches_drawn", 0)]  # prompt batches used so far (dynamic sampling draws extra ones)
@@ -418,7 +417,7 @@ def train(cfg: GRPOConfig, resume: bool = False, *, model=None, tokenizer=None) 
             row = run.log(step, row)
         show(bar, row, ("reward/sampled_mean", "eval/accuracy", "frac_zero_var_groups"))
         bar.update(1)
-        if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.steps:
+        if RunDir.due(step, cfg.steps, cfg.run.save_every):
             state = {
                 "scheduler": sched.state_dict(),
                 "history": history | {"batches_drawn": drawn[0], "groups_drawn": groups_drawn[0]},

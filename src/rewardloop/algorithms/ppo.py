@@ -384,10 +384,8 @@ def train(cfg: PPOConfig, resume: bool = False, *, model=None, tokenizer=None) -
     generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
     data_rng = random.Random(cfg.run.seed)
     step, beta, moments, history, seen = 0, cfg.kl_coef, RunningMoments(), {}, {}
-    if resume and (ckpt := run.latest_checkpoint()) is not None:
-        state = run.load_checkpoint(
-            ckpt, {"policy": policy, "value": critic}, {k: o for k, (o, _) in opts.items()}, {"sample": generator}
-        )
+    state = run.resume({"policy": policy, "value": critic}, {k: o for k, (o, _) in opts.items()}, {"sample": generator})
+    if state is not None:
         for k, (_, sched) in opts.items():
             sched.load_state_dict(state["schedulers"][k])
         step, beta, history, seen = state["step"], state["kl_coef"], state["history"], state["seen"]
@@ -436,7 +434,7 @@ def train(cfg: PPOConfig, resume: bool = False, *, model=None, tokenizer=None) -
         recent = [*recent, row][-4 * diagnostics.DRIFT_WINDOW :]
         show_bar(bar, row, ("reward/mean", "kl", "eval/accuracy"))
         bar.update(1)
-        if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.steps:
+        if RunDir.due(step, cfg.steps, cfg.run.save_every):
             state = {
                 "kl_coef": beta, "moments": vars(moments), "history": history, "seen": seen,
                 "data_rng": data_rng.getstate(), "schedulers": {k: s.state_dict() for k, (_, s) in opts.items()},
@@ -447,6 +445,7 @@ def train(cfg: PPOConfig, resume: bool = False, *, model=None, tokenizer=None) -
     final = next((r for r in reversed(run.metrics()) if "eval/reward" in r), {})
     model_dir = run.save_final("policy", policy, tok)
     value_dir = run.save_final("value", critic, tok)
+    run.close()
     return {"run_dir": run.path, "model_dir": model_dir, "value_dir": value_dir, "initial": history.get("initial"),
             "final": final}  # fmt: skip
 

@@ -189,6 +189,7 @@ def run(cfg: RLHFConfig, resume: bool = False) -> dict[str, Any]:
         res = _finish(d, "eval", compare(cfg, sft_dir, results["ppo"]["model_dir"], rm_dir))
     results["eval"] = res
     top.log(0, {k: v for k, v in res.items() if isinstance(v, float)})
+    top.close()
     return results
 
 
