@@ -49,25 +49,3 @@ def count_params(model_dir: Path) -> int:
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     return sum(p.numel() for p in model.parameters())
-
-
-def build_rewardloop_reward_dir(score_dir: Path, root: Path, name: str) -> Path:
-    """The sequence-classification model in ``score_dir`` as a rewardloop reward model (same weights, same scores):
-    trunk → causal-LM trunk, ``score`` row → the value head (bias 0)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-
-    from rewardloop.models.value_head import ValueModel
-
-    target = root / name
-    if (target / "config.json").exists():
-        return target
-    cls = AutoModelForSequenceClassification.from_pretrained(score_dir, num_labels=1)
-    lm = AutoModelForCausalLM.from_config(cls.config)
-    lm.model.load_state_dict(cls.model.state_dict())
-    rm = ValueModel(lm, kind="reward")
-    with torch.no_grad():
-        rm.value_head.weight.copy_(cls.score.weight)
-        rm.value_head.bias.zero_()
-    rm.save_pretrained(target)
-    AutoTokenizer.from_pretrained(score_dir).save_pretrained(target)
-    return target

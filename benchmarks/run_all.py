@@ -232,13 +232,12 @@ def section_b(r: Runner, m: dict) -> dict:
 
 
 def section_c(r: Runner, m: dict) -> dict:
-    from benchmarks.models import build_rewardloop_reward_dir, build_score_model_dir
+    from benchmarks.models import build_score_model_dir
 
     p = m["ppo"]
     policy = r.model_dir(p["size"])
     value = build_score_model_dir(policy, r.models, f"{p['size']}-value", seed=1)
     reward = build_score_model_dir(policy, r.models, f"{p['size']}-reward", seed=2)
-    reward_rl = build_rewardloop_reward_dir(reward, r.models, f"{p['size']}-reward-rl")
     common = {
         "batch_size": p["B"],
         "max_new_tokens": p["L"],
@@ -249,7 +248,7 @@ def section_c(r: Runner, m: dict) -> dict:
         "seed": 0,
         "out_dir": str(r.out / "runs"),
     }
-    ours = {"algo": "ppo", "model_dir": str(policy), "reward_dir": str(reward_rl), "steps": p["updates"], **common}
+    ours = {"algo": "ppo", "model_dir": str(policy), "reward_dir": str(reward), "steps": p["updates"], **common}
     trl = {
         "policy_dir": str(policy),
         "value_dir": str(value),

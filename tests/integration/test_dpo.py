@@ -29,10 +29,9 @@ def _pairs_file(path: Path, n: int = 24) -> Path:
 def tiny(tmp_path: Path, name: str, *overrides: str) -> DPOConfig:
     pairs = _pairs_file(tmp_path / "prefs.jsonl")
     base = [
-        "task.name=arithmetic",
-        "task.n_train=16",
-        "task.n_test=8",
-        f"pairs={pairs}",
+        "task.name=dataset",
+        f"task.path={pairs}",
+        "task.n_test=4",
         "model.max_length=32",
         "batch_size=8",
         "optim.lr=3e-3",
@@ -57,6 +56,15 @@ def test_dpo_on_preference_file_learns_the_pairs(tmp_path):
     assert {"rewards/chosen", "rewards/rejected", "rewards/margin", "logps/chosen"} <= set(train_rows[0])
     assert sum(r["rewards/accuracy"] for r in train_rows[-3:]) / 3 > 0.8
     assert (out["run_dir"] / "pairs.jsonl").exists()
+    # The user's own pairs: no built-in task metrics (reviews win rate / gold reward) are logged.
+    assert not any(k.startswith(("eval/win_rate", "eval/gold")) for r in rows for k in r)
+
+
+def test_old_pairs_key_names_the_new_one(tmp_path):
+    from rewardloop.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"task\.name: dataset with task\.path"):
+        load_config(DPOConfig, None, [f"pairs={tmp_path / 'p.jsonl'}"])
 
 
 @pytest.mark.parametrize("overrides", [("loss=ipo", "beta=0.1"), ("label_smoothing=0.1",)], ids=["ipo", "cdpo"])

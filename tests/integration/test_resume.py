@@ -56,10 +56,9 @@ def dpo_config(root, name: str) -> DPOConfig:
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return DPOConfig(
         model=MODEL,
-        task=TaskConfig(n_train=16, n_test=8),
+        task=TaskConfig(name="dataset", path=str(pairs), n_test=2),
         optim=OPTIM,
         run=RunConfig(root=str(root), name=name, save_every=SAVE_EVERY, progress=False),
-        pairs=str(pairs),
         beta=0.5,
         steps=STEPS,
         batch_size=8,

@@ -212,7 +212,7 @@ def test_autocast_rejects_other_values_naming_them():
         ("grpo", "optim.learning_rate=1e-6", "'optim.lr'"),  # inside a section too
         ("dpo", "per_device_train_batch_size=8", "'batch_size'"),
         ("dpo", "loss_type=ipo", "'loss'"),  # the same TRL name, another key of ours
-        ("dpo", "train_dataset=prefs.jsonl", "'pairs'"),
+        ("dpo", "train_dataset=prefs.jsonl", "'task.path'"),
         ("dpo", "report_to=tensorboard", "'run.report_to'"),
         ("sft", "num_train_epochs=3", "'steps' — optimizer steps, not epochs"),
     ],

@@ -69,6 +69,6 @@ def test_completion_logps_sums_only_labelled_tokens():
 def test_config_checks():
     with pytest.raises(ValueError, match="label_smoothing"):
         DPOConfig(loss="ipo", label_smoothing=0.1)
-    with pytest.raises(ValueError, match="pairs"):
+    with pytest.raises(ValueError, match="preference pairs"):
         DPOConfig(task={"name": "arithmetic"})
-    assert DPOConfig(task={"name": "arithmetic"}, pairs="prefs.jsonl").pairs == "prefs.jsonl"
+    assert DPOConfig(task={"name": "dataset", "path": "prefs.jsonl"}).task.path == "prefs.jsonl"

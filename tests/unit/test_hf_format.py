@@ -15,8 +15,8 @@ from transformers import (
     Qwen2Config,
 )
 
-from rewardloop.algorithms.reward_model import encode_texts
 from rewardloop.models.value_head import ValueModel, load_value_model, value_model_from_policy
+from rewardloop.rewards.model import encode_texts
 from rewardloop.runs import restore_weights
 
 IDS = torch.tensor([[5, 20, 14, 21, 32, 23, 40, 41], [7, 8, 9, 10, 11, 12, 13, 30]])  # no pad (0) or eos (2) ids

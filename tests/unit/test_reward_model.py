@@ -9,16 +9,14 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from rewardloop.algorithms.reward_model import (
-    RewardEnsemble,
     bootstrap_indices,
     bradley_terry_loss,
-    encode_texts,
-    load_reward_ensemble,
     pairwise_accuracy,
 )
 from rewardloop.config import ModelConfig
 from rewardloop.models import load_pretrained
 from rewardloop.models.value_head import ValueModel, last_token_index, load_value_model
+from rewardloop.rewards.model import RewardModelScorer, encode_texts
 
 
 @pytest.fixture(scope="module")
@@ -97,21 +95,22 @@ def test_save_load_roundtrip_as_a_sequence_classification_checkpoint(lm_tok, tmp
     assert sorted(p.name for p in (tmp_path / "rm").glob("*.safetensors")) == ["model.safetensors"]  # no side files
     assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm").config.num_labels == 1
     # A single model dir loads as a one-member ensemble with normalised scores (r − μ) / σ and std 0.
-    ens = load_reward_ensemble(tmp_path / "rm", device="cpu")
-    out = ens.score(["1+2="], [" 3"])
+    scorer = RewardModelScorer(tmp_path / "rm", device="cpu")
+    out = scorer(["1+2="], [" 3"])
     raw = float(model.score(ids, mask).detach())
-    assert out["mean"].item() == pytest.approx((raw - 0.5) / 2.0, abs=1e-5) and out["std"].item() == 0.0
+    assert out[0] == pytest.approx((raw - 0.5) / 2.0, abs=1e-5) and scorer.last_stats["std"].item() == 0.0
 
 
 def test_ensemble_mean_std_and_uncertainty_penalty(lm_tok):
     lm, tok = lm_tok
     torch.manual_seed(1)
     members = [ValueModel(lm, kind="reward") for _ in range(3)]
-    ens = RewardEnsemble(members, [tok] * 3)
+    ens = RewardModelScorer([], members=[(m, tok) for m in members], uncertainty_penalty=2.0)
     prompts, responses = ["1+2=", "3+4="], [" 3", " 7"]
     s = ens.member_scores(prompts, responses)  # [3, 2]
-    out = ens.score(prompts, responses, penalty=2.0)
+    score = torch.tensor(ens(prompts, responses))
     assert s.shape == (3, 2)
-    assert torch.allclose(out["mean"], s.mean(0)) and torch.allclose(out["std"], s.std(0))
-    assert torch.allclose(out["score"], s.mean(0) - 2.0 * s.std(0))
-    assert (out["std"] > 0).all()  # three differently initialised heads disagree
+    stats = ens.last_stats
+    assert torch.allclose(stats["mean"], s.mean(0)) and torch.allclose(stats["std"], s.std(0))
+    assert torch.allclose(score, s.mean(0) - 2.0 * s.std(0))
+    assert (stats["std"] > 0).all()  # three differently initialised heads disagree

@@ -45,7 +45,9 @@ from rewardloop.runs import RunDir
 
 
 class DPOConfig(Section):
-    """DPO / IPO / cDPO. ``pairs`` (a preference file) or, with ``task.name: reviews``, annotator pairs."""
+    """DPO / IPO / cDPO on your pairs (``task.name: dataset`` with ``task.path`` / ``task.dataset``, TRL's
+    prompt/chosen/rejected columns; held out: ``task.test_path`` or the last ``task.n_test`` rows) or, with
+    ``task.name: reviews``, pairs labelled by the simulated annotator."""
 
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig(name="reviews")
@@ -58,10 +60,8 @@ class DPOConfig(Section):
     loss: Literal["sigmoid", "ipo"] = "sigmoid"
     beta: float = Field(0.1, gt=0.0, description="β: strength of the implicit KL to the reference")
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="ε of conservative DPO (sigmoid loss only)")
-    pairs: str | None = Field(None, description="preference file (JSONL/JSON/Parquet/hf:) with prompt/chosen/rejected")
-    test_pairs: str | None = Field(None, description="held-out preference file (default: a split of `pairs`)")
     pairs_source: Literal["policy", "templates"] = Field(
-        "policy", description="reviews without `pairs`: annotate two samples of the start policy, or template pairs"
+        "policy", description="reviews: annotate two samples of the start policy, or template pairs"
     )
     n_pairs: int = Field(1024, ge=2, description="annotator pairs to draw (reviews)")
     annotator_noise: float = Field(0.1, ge=0.0, le=1.0)
@@ -70,12 +70,25 @@ class DPOConfig(Section):
     eval_every: int = Field(50, ge=1)
     eval_size: int = Field(200, ge=1, description="prompts for the win-rate evaluation")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and ({"pairs", "test_pairs"} & set(data)):
+            raise ValueError(
+                "`pairs` / `test_pairs` were renamed: one dataset key family for every command — task.name: dataset "
+                "with task.path: FILE (and task.test_path: FILE), as for sft, grpo and ppo"
+            )
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> DPOConfig:
         if self.label_smoothing > 0 and self.loss != "sigmoid":
             raise ValueError(f"label_smoothing={self.label_smoothing} applies to loss 'sigmoid', not {self.loss!r}")
-        if self.pairs is None and self.task.name != "reviews":
-            raise ValueError("dpo needs `pairs` (a preference file) unless task.name is 'reviews' (annotator pairs)")
+        if self.task.name not in ("reviews", "dataset"):
+            raise ValueError(
+                f"task.name={self.task.name!r}: dpo learns from preference pairs — task.name: dataset with task.path "
+                "(prompt/chosen/rejected), or task.name: reviews (annotator pairs)"
+            )
         return self
 
 
@@ -183,18 +196,9 @@ def annotator_pairs(model, tokenizer, prompts: list[str], cfg: DPOConfig, n: int
 
 
 def load_pairs(cfg: DPOConfig, model, tokenizer, task) -> tuple[list[dict], list[dict]]:
-    """(train pairs, held-out pairs) from the file(s) or the reviews annotator."""
-    if cfg.pairs is not None:
-        from rewardloop.data import load_rows
-
-        rows = load_rows(cfg.pairs, kind="preference", tokenizer=tokenizer, max_length=cfg.model.max_length)
-        if cfg.test_pairs:
-            test = load_rows(cfg.test_pairs, kind="preference", tokenizer=tokenizer, max_length=cfg.model.max_length)
-            return rows, test
-        n_test = max(1, min(len(rows) // 10, 200))
-        if len(rows) - n_test < 1:
-            raise ValueError(f"{cfg.pairs}: need at least 2 preference rows, got {len(rows)}")
-        return rows[:-n_test], rows[-n_test:]
+    """(train pairs, held-out pairs): the dataset task's rows, or pairs from the reviews annotator."""
+    if cfg.task.name == "dataset":
+        return task.train, task.test
     n_test = max(2, cfg.n_pairs // 8)
     if cfg.pairs_source == "templates":
         from rewardloop.envs.reviews import annotator_pairs_from_templates
@@ -255,7 +259,8 @@ def train(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
     model, tokenizer = load_pretrained(cfg.model)
     device, pad_id = next(model.parameters()).device, tokenizer.pad_token_id
     amp = mixed_precision(cfg.model, device)  # bf16 autocast of forward passes when model.autocast is set
-    task = load_task(cfg.task, kind="prompt", tokenizer=tokenizer, max_length=cfg.model.max_length)
+    kind = "preference" if cfg.task.name == "dataset" else "prompt"
+    task = load_task(cfg.task, kind=kind, tokenizer=tokenizer, max_length=cfg.model.max_length)
     eval_prompts = [r["prompt"] for r in task.test][: cfg.eval_size]
     gold = cfg.task.name == "reviews"
 

@@ -28,9 +28,8 @@ from rewardloop.algorithms.common import batches, clip_and_step, make_optimizer,
 from rewardloop.config import ModelConfig, OptimConfig, RunConfig, Section
 from rewardloop.models import load_pretrained, load_tokenizer, mixed_precision
 from rewardloop.models.value_head import ValueModel, load_value_model
+from rewardloop.rewards.model import ENSEMBLE_FILE, encode_texts, score_texts
 from rewardloop.runs import RunDir
-
-ENSEMBLE_FILE = "ensemble.json"
 
 
 class PreferenceDataConfig(Section):
@@ -77,78 +76,13 @@ def pairwise_accuracy(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> float
     return float(((r_chosen > r_rejected).float() + 0.5 * (r_chosen == r_rejected).float()).mean())
 
 
-def encode_texts(tokenizer, prompts: list[str], responses: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded (ids [B, L], mask [B, L]) of prompt (with special tokens) + response, as the policy sees them."""
-    p_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-    r_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
-    seqs = [list(p) + list(r) for p, r in zip(p_ids, r_ids, strict=True)]
-    width = max(len(s) for s in seqs)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s, dtype=torch.long), 1
-    return ids.to(device), mask.to(device)
-
-
-def score_texts(model: ValueModel, tokenizer, prompts, responses, batch_size: int = 64) -> torch.Tensor:
-    """Raw r(x, y) for each pair of texts [B] (no gradients, no normalisation)."""
-    device = next(model.parameters()).device
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(prompts), batch_size):
-            ids, mask = encode_texts(tokenizer, prompts[i : i + batch_size], responses[i : i + batch_size], device)
-            out.append(model.score(ids, mask).float())
-    return torch.cat(out) if out else torch.zeros(0)
-
-
 def bootstrap_indices(n: int, seed: int) -> list[int]:
     """n indices drawn with replacement (Efron's bootstrap)."""
     rng = random.Random(seed)
     return [rng.randrange(n) for _ in range(n)]
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Scoring with one model or an ensemble
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class RewardEnsemble:
-    """k reward models scoring the same texts; each member's score is normalised by its own saved statistics."""
-
-    def __init__(self, members: list[ValueModel], tokenizers: list[Any]) -> None:
-        if not members:
-            raise ValueError("RewardEnsemble needs at least one reward model")
-        self.members, self.tokenizers = members, tokenizers
-
-    def member_scores(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
-        """Normalised scores (r − μ) / σ of every member: [k, B]."""
-        rows = []
-        for model, tok in zip(self.members, self.tokenizers, strict=True):
-            raw = score_texts(model, tok, prompts, responses).cpu()
-            mean, std = model.stats.get("mean", 0.0), model.stats.get("std", 1.0) or 1.0
-            rows.append((raw - mean) / std)
-        return torch.stack(rows)
-
-    def score(self, prompts: list[str], responses: list[str], penalty: float = 0.0) -> dict[str, torch.Tensor]:
-        """{"mean", "std", "score" = mean − λ·std} per sample [B] (std is 0 for a single model)."""
-        s = self.member_scores(prompts, responses)
-        mean = s.mean(0)
-        std = s.std(0, unbiased=True) if s.shape[0] > 1 else torch.zeros_like(mean)
-        return {"mean": mean, "std": std, "score": mean - penalty * std}
-
-
-def load_reward_ensemble(paths: str | Path | list[str], device: str = "auto") -> RewardEnsemble:
-    """A RewardEnsemble from a reward-model dir, an ensemble dir (with ensemble.json) or a list of dirs."""
-    dirs: list[Path] = []
-    for p in [paths] if isinstance(paths, str | Path) else paths:
-        p = Path(p)
-        if (p / ENSEMBLE_FILE).exists():
-            dirs += [p / m for m in json.loads((p / ENSEMBLE_FILE).read_text())["members"]]
-        else:
-            dirs.append(p)
-    loaded = [load_value_model(d, device) for d in dirs]
-    return RewardEnsemble([m for m, _ in loaded], [t for _, t in loaded])
+# Scoring a trained model or ensemble is ``rewards.model.RewardModelScorer``: the one scorer every trainer uses.
 
 
 # ---------------------------------------------------------------------------------------------------------------
