@@ -10,6 +10,11 @@ import torch
 import torch.nn.functional as F
 
 
+def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding: [B, L] mask → [B, L] (as transformers' generate computes them)."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Sum of ``x`` where ``mask`` is 1."""
     return (x * mask).sum() if dim is None else (x * mask).sum(dim)

@@ -31,7 +31,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
 from rewardloop.models.loading import check_model_path, load_tokenizer, resolve_device
-from rewardloop.rollout.engine import position_ids_from_mask
+from rewardloop.ops import position_ids_from_mask
 
 log = logging.getLogger(__name__)
 HEAD_KEY = "score.weight"  # the head's name in every HF decoder ...ForSequenceClassification

@@ -14,6 +14,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from rewardloop.config import GenerationConfig
+from rewardloop.ops import position_ids_from_mask
 from rewardloop.types import Rollout, pad_left
 
 
@@ -31,11 +32,6 @@ def eos_token_ids(model, tokenizer: PreTrainedTokenizerBase) -> list[int]:
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> list[list[int]]:
     """Token ids of each prompt, with the tokenizer's own special tokens (e.g. BOS) as in training."""
     return [list(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
-
-
-def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Positions that skip left padding: [B, L] mask → [B, L] (as transformers' generate computes them)."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def sample_next(

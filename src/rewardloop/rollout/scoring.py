@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from rewardloop.ops import entropy_from_logits, logprobs_from_logits
-from rewardloop.rollout.engine import position_ids_from_mask
+from rewardloop.ops import entropy_from_logits, logprobs_from_logits, position_ids_from_mask
 
 
 def response_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_response: int) -> torch.Tensor:
