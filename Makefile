@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup quickstart test test-slow bench lint format clean
+.PHONY: setup quickstart test test-slow bench lint format tokenizer clean
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,12 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 	$(VENV)/bin/ruff format src tests benchmarks
+
+# Retrain the built-in tokenizer shipped in src/rewardloop/models/tokenizer.json after a built-in task's text changes
+# (tests/unit/test_tokenizer.py fails until then).
+tokenizer: setup
+	$(PY) -c "from rewardloop.envs.corpus import default_corpus; from rewardloop.models.tokenizer import write_builtin; \
+	print(write_builtin(default_corpus()))"
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

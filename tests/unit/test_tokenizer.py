@@ -1,10 +1,12 @@
-"""The built-in byte-level BPE tokenizer: deterministic, lossless, single-digit tokens, special tokens, chat template."""
+"""The built-in byte-level BPE tokenizer: shipped as trained from the tasks' corpus, deterministic, lossless,
+single-digit tokens, special tokens, chat template."""
 
 from __future__ import annotations
 
 import pytest
 from transformers import AutoTokenizer
 
+from rewardloop.envs.corpus import default_corpus
 from rewardloop.models import build_tokenizer
 
 TEXTS = [
@@ -16,10 +18,29 @@ TEXTS = [
 ]
 
 
-def test_build_is_deterministic(tokenizer):
-    again = build_tokenizer()
-    assert again.get_vocab() == tokenizer.get_vocab()
-    assert [again(t)["input_ids"] for t in TEXTS] == [tokenizer(t)["input_ids"] for t in TEXTS]
+@pytest.fixture(scope="module")
+def fresh():
+    """The built-in tokenizer trained now from the tasks' corpus (what ``make tokenizer`` writes)."""
+    return build_tokenizer(default_corpus())
+
+
+def same_tokenizer(a, b, texts: list[str]) -> None:
+    assert a.get_vocab() == b.get_vocab()
+    assert [a(t)["input_ids"] for t in texts] == [b(t)["input_ids"] for t in texts]
+
+
+def test_shipped_tokenizer_equals_a_fresh_build(tokenizer, fresh):
+    """A task whose text changed needs `make tokenizer` (it rewrites src/rewardloop/models/tokenizer.json)."""
+    same_tokenizer(tokenizer, fresh, TEXTS + default_corpus()[::25])
+
+
+def test_training_is_deterministic(fresh):
+    same_tokenizer(build_tokenizer(default_corpus()), fresh, TEXTS)
+
+
+def test_builtin_size_only_without_corpus():
+    with pytest.raises(ValueError, match="needs a corpus"):
+        build_tokenizer(vocab_size=2048)
 
 
 @pytest.mark.parametrize("text", TEXTS)
