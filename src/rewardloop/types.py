@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+Message = dict[str, str]  # {"role": "user" | "assistant" | "system", "content": str}
+Observation = str | list[Message]  # what an environment shows the policy: prompt text or chat messages
 _PER_ROW = ("prompts", "responses", "rows", "turns", "infos")  # lists with one entry per sequence
 
 

@@ -8,10 +8,6 @@ import pytest
 
 from rewardloop.envs.base import Environment
 from rewardloop.envs.reviews import (
-    PRODUCTS,
-    SENTIMENTS,
-    U_MAX,
-    U_MIN,
     ReviewsEnv,
     SimulatedAnnotator,
     annotator_pairs_from_templates,
@@ -19,9 +15,15 @@ from rewardloop.envs.reviews import (
     gold_win_rate,
     make_review,
     make_reviews_splits,
-    review_prompt,
     reviews_corpus,
     reviews_prompts,
+)
+from rewardloop.rewards.reviews import (
+    PRODUCTS,
+    SENTIMENTS,
+    U_MAX,
+    U_MIN,
+    review_prompt,
     reviews_reward,
     score_review,
     tokenize,

@@ -7,9 +7,10 @@ import json
 import pytest
 
 from rewardloop.config import ConfigError, load_config
-from rewardloop.envs.arithmetic import ArithmeticEnv, exact_match, make_arithmetic_splits
+from rewardloop.envs.arithmetic import ArithmeticEnv, make_arithmetic_splits
 from rewardloop.envs.base import DatasetEnv, Environment, Example
 from rewardloop.envs.tasks import TaskConfig, load_task
+from rewardloop.rewards.builtin import exact_match
 
 
 def solve(prompt: str) -> int:

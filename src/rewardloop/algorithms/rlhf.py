@@ -117,7 +117,8 @@ def make_pairs(cfg: RLHFConfig, sft_dir: str, run_dir: Path) -> dict[str, Any]:
 @torch.no_grad()
 def compare(cfg: RLHFConfig, sft_dir: str, ppo_dir: str, rm_dir: str) -> dict[str, float]:
     """Gold-annotator win rate of PPO over SFT, RM scores, gold rewards and KL(π_PPO ‖ π_SFT) on held-out prompts."""
-    from rewardloop.envs.reviews import SimulatedAnnotator, gold_win_rate, reviews_reward
+    from rewardloop.envs.reviews import SimulatedAnnotator, gold_win_rate
+    from rewardloop.rewards.reviews import reviews_reward
 
     task = load_task(cfg.task, kind="prompt")
     rows = [task.test[i % len(task.test)] for i in range(cfg.eval_size)]

@@ -1,7 +1,7 @@
 """`arithmetic`: ``37+48=`` → ``85``. Seeded, procedurally generated train/test splits with no overlap.
 
-The reward is exact match of the response (whitespace stripped) with the answer: the verifiable-reward task of the
-quickstart. Operators: + (sum), - (difference, may be negative), * (product).
+The reward is exact match of the response (whitespace stripped) with the answer (``rewards.builtin.exact_match``):
+the verifiable-reward task of the quickstart. Operators: + (sum), - (difference, may be negative), * (product).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 
 from rewardloop.envs.base import DatasetEnv, Example
+from rewardloop.rewards.builtin import exact_match
 
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
@@ -61,11 +62,6 @@ def make_arithmetic_splits(
             if noise.random() < demo_error:
                 ex.columns["completion"] = ex.answer + "."
     return train, test
-
-
-def exact_match(prompts: list[str], completions: list[str], *, answer: list[str], **_) -> list[float]:
-    """1.0 where the completion (stripped) equals the answer, else 0.0."""
-    return [float(c.strip() == str(a).strip()) for c, a in zip(completions, answer, strict=True)]
 
 
 def arithmetic_corpus() -> list[str]:

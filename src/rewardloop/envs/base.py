@@ -12,8 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-Message = dict[str, str]  # {"role": "user" | "assistant" | "system", "content": str}
-Observation = str | list[Message]
+from rewardloop.types import Message as Message  # re-exported: the environment's side of the contract
+from rewardloop.types import Observation
+
 RewardFn = Callable[..., list[float]]  # reward(prompts, completions, **columns) -> list[float]
 
 

@@ -78,14 +78,16 @@ def _from_examples(examples) -> list[dict[str, Any]]:
 def load_task(cfg: TaskConfig, kind: str = "prompt", tokenizer=None, max_length: int | None = None) -> Task:
     """Rows and reward for the configured task (``kind``: 'prompt' rows for RL, 'sft' rows with completions)."""
     if cfg.name == "arithmetic":
-        from rewardloop.envs.arithmetic import exact_match, make_arithmetic_splits
+        from rewardloop.envs.arithmetic import make_arithmetic_splits
+        from rewardloop.rewards.builtin import exact_match
 
         train, test = make_arithmetic_splits(
             cfg.seed, cfg.n_train, cfg.n_test, tuple(cfg.digits), tuple(cfg.ops), cfg.demo_error, cfg.demos_per_problem
         )
         rows_train, rows_test, reward = _from_examples(train), _from_examples(test), exact_match
     elif cfg.name == "reviews":
-        from rewardloop.envs.reviews import make_reviews_splits, reviews_reward
+        from rewardloop.envs.reviews import make_reviews_splits
+        from rewardloop.rewards.reviews import reviews_reward
 
         train, test = make_reviews_splits(cfg.seed, cfg.n_train, cfg.n_test)
         rows_train, rows_test, reward = _from_examples(train), _from_examples(test), reviews_reward

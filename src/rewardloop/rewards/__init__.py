@@ -5,6 +5,7 @@ A reward function is ``reward(prompts, completions, **columns) -> list[float]``;
 
 from rewardloop.rewards.builtin import (
     exact_answer,
+    exact_match,
     length_penalty,
     numeric_closeness,
     numeric_match,
@@ -33,6 +34,7 @@ __all__ = [
     "engagement_reward",
     "engagement_score",
     "exact_answer",
+    "exact_match",
     "length_penalty",
     "numeric_closeness",
     "numeric_match",

@@ -25,6 +25,11 @@ def exact_answer(
     return [float(norm(c) == norm(a)) for c, a in zip(completions, answer, strict=True)]
 
 
+def exact_match(prompts: list[Any], completions: list[str], *, answer: list[Any], **_: Any) -> list[float]:
+    """1.0 where the completion (stripped) equals the answer, else 0.0: the arithmetic task's reward."""
+    return exact_answer(prompts, completions, answer=answer)
+
+
 def numeric_match(
     prompts: list[Any], completions: list[str], *, answer: list[Any], tol: float = 1e-6, **_: Any
 ) -> list[float]:

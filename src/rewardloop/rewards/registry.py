@@ -20,8 +20,8 @@ RewardFn = Callable[..., list[float]]
 
 BUILTIN_REWARDS: dict[str, str | RewardFn] = {
     # name → "module:function" (imported lazily so optional pieces cost nothing until used)
-    "exact_match": "rewardloop.envs.arithmetic:exact_match",
-    "reviews_gold": "rewardloop.envs.reviews:reviews_reward",
+    "exact_match": "rewardloop.rewards.builtin:exact_match",
+    "reviews_gold": "rewardloop.rewards.reviews:reviews_reward",
     "code_tests": "rewardloop.rewards.code_tests:code_tests_reward",
     "exact_answer": "rewardloop.rewards.builtin:exact_answer",
     "numeric_match": "rewardloop.rewards.builtin:numeric_match",
