@@ -279,7 +279,7 @@ def train(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
             "test_pairs": test_pairs,
             "ref_train": ref_train,
             "ref_test": ref_test,
-            "baseline": sample_texts(model, tokenizer, eval_prompts, cfg.gen, cfg.run.seed + 10_000),
+            "baseline": sample_texts(model, tokenizer, eval_prompts, cfg.gen, cfg.run.seed + 10_000) if gold else [],
         }
         torch.save(data, cache)
         with open(run.path / "pairs.jsonl", "w") as f:
@@ -329,5 +329,4 @@ def train(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
             state = {"scheduler": sched.state_dict(), "history": history}
             run.save_checkpoint(step, {"policy": (model, tokenizer)}, {"policy": opt}, state)
     bar.close()
-    run.close()
     return finish_policy_run(run, model, tokenizer, cfg.model.lora, history, "eval/loss")

@@ -341,7 +341,8 @@ def step_metrics(ro: Rollout, b: PPOBatch, times: dict[str, float]) -> dict[str,
         "explained_variance": explained_variance(b.old_values, b.returns, mask),
         "response/length": float(lengths.mean()),
         "response/finished": float(ro.finished.float().mean()),
-        "reward_errors": len(ro.reward_errors),
+        "reward/errors": len(ro.reward_errors),
+        **{f"reward/{k}": float(v[valid.cpu()].float().mean()) for k, v in ro.components.items() if valid.any()},
         "valid_fraction": float(valid.float().mean()),
         "debug/sampler_logprob_diff": float(((ro.logprobs.to(mask.device) - b.old_logp).abs() * mask).max()),
         "tokens_per_s": int(ro.attention_mask.sum()) / max(sum(times.values()), 1e-9),
@@ -443,7 +444,7 @@ def train(cfg: PPOConfig, resume: bool = False, *, model=None, tokenizer=None) -
             run.save_checkpoint(step, models, {k: o for k, (o, _) in opts.items()}, state, {"sample": generator})
     bar.close()
     final = next((r for r in reversed(run.metrics()) if "eval/reward" in r), {})
-    model_dir = run.save_final("policy", policy, tok)
+    model_dir = run.save_final("policy", policy, tok, lora_save=cfg.model.lora.save if cfg.model.lora else "merged")
     value_dir = run.save_final("value", critic, tok)
     run.close()
     return {"run_dir": run.path, "model_dir": model_dir, "value_dir": value_dir, "initial": history.get("initial"),

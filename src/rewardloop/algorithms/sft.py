@@ -137,5 +137,4 @@ def train(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
             state = {"scheduler": sched.state_dict(), "history": history}
             run.save_checkpoint(step, {"policy": (model, tokenizer)}, {"policy": opt}, state)
     bar.close()
-    run.close()
     return finish_policy_run(run, model, tokenizer, cfg.model.lora, history, "eval/loss")

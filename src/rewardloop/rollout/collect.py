@@ -125,4 +125,6 @@ def collect_step(
         model, tokenizer, envs, gen, max_turns=max_turns, seeds=seeds, generator=generator, max_length=max_length
     )
     ro.group_ids = (group_start + torch.arange(N, device=ro.prompt_ids.device)).repeat_interleave(G)
+    # An environment that reports its source row (DatasetEnv: info["row"]) gives reward terms the row's columns.
+    ro.rows = [dict(info[0].get("row", {})) if info else {} for info in ro.infos]
     return score_rollout(ro, rewards)
