@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from rewardloop import chat
 from rewardloop.data.errors import DataError, _Problems, _show
 from rewardloop.data.sources import _read_jsonl_table, _read_table, _Table, _Unparsed
 
@@ -36,25 +37,17 @@ class _RenderError(ValueError):
 
 
 class _Renderer:
-    """Messages → text: the tokenizer's chat template, or ``"role: content\\n"`` per message when there is none.
-
-    The fallback prompt ends with the generation prompt ``"assistant:"`` so the completion starts with a space,
-    the same text as the project's own tokenizer template (rewardloop.models.tokenizer.CHAT_TEMPLATE).
-    """
+    """Messages → text with ``chat.render`` (the tokenizer's chat template, or ``"role: content\\n"`` per message),
+    a failing template reported as a row problem, and prompt/completion cut from one rendered conversation."""
 
     def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer if getattr(tokenizer, "chat_template", None) else None
+        self.tokenizer = tokenizer
 
     def render(self, messages: Messages, *, add_generation_prompt: bool) -> str:
-        if self.tokenizer is not None:
-            try:
-                return self.tokenizer.apply_chat_template(
-                    messages, tokenize=False, add_generation_prompt=add_generation_prompt
-                )
-            except Exception as e:  # templates raise anything: jinja errors, raise_exception("roles must alternate")
-                raise _RenderError(f"the chat template failed: {type(e).__name__}: {e}") from e
-        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
-        return text + ("assistant:" if add_generation_prompt else "")
+        try:
+            return chat.render(self.tokenizer, messages, add_generation_prompt=add_generation_prompt)
+        except Exception as e:  # templates raise anything: jinja errors, raise_exception("roles must alternate")
+            raise _RenderError(f"the chat template failed: {type(e).__name__}: {e}") from e
 
     def prompt(self, messages: Messages) -> str:
         # A prompt ending in an assistant turn is already "open"; adding a generation prompt would start another.

@@ -19,15 +19,16 @@ from dataclasses import dataclass, field
 
 import torch
 
+from rewardloop import chat
 from rewardloop.config import GenerationConfig
-from rewardloop.envs.base import Environment, Observation
+from rewardloop.envs.base import Environment
 from rewardloop.rollout.engine import encode_prompts, generate
-from rewardloop.types import Rollout, pad_left, pad_right
+from rewardloop.types import Observation, Rollout, pad_left, pad_right
 
 
 def render_observation(tokenizer, obs: Observation, first: bool) -> str:
-    """Text of an observation: a string as is; chat messages through the tokenizer's chat template (or
-    ``"role: content\\n"`` lines), ending with the assistant prompt so the policy answers next."""
+    """Text of an observation: a string as is; chat messages rendered by ``chat.render`` (the tokenizer's chat
+    template, or ``"role: content\\n"`` lines), ending with the assistant prompt so the policy answers next."""
     if isinstance(obs, str):
         return obs
     if not isinstance(obs, list) or not all(isinstance(m, dict) and "content" in m for m in obs):
@@ -35,9 +36,7 @@ def render_observation(tokenizer, obs: Observation, first: bool) -> str:
     if not first:  # later turns: only the messages after the policy's last answer
         last_assistant = max((i for i, m in enumerate(obs) if m.get("role") == "assistant"), default=-1)
         obs = obs[last_assistant + 1 :]
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(obs, tokenize=False, add_generation_prompt=True)
-    return "".join(f"{m.get('role', 'user')}: {m['content']}\n" for m in obs) + "assistant:"
+    return chat.render(tokenizer, obs, add_generation_prompt=True)
 
 
 @dataclass
