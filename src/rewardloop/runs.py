@@ -40,7 +40,7 @@ import torch
 from pydantic import BaseModel
 
 from rewardloop.config import RunConfig, dump_config
-from rewardloop.models.loading import _atomic_dir, replace_dir, save_model
+from rewardloop.models.loading import atomic_dir, replace_dir, save_model
 from rewardloop.tracking import Tracker, check_installed, open_trackers
 
 
@@ -166,7 +166,7 @@ class RunDir:
     ) -> Path:
         """Write ``checkpoints/step-N`` atomically: models (save_pretrained), optimizers, RNG states, ``state``."""
         target = self.checkpoints / f"step-{step:07d}"
-        tmp = _atomic_dir(target)
+        tmp = atomic_dir(target)
         try:
             for name, (model, tokenizer) in models.items():
                 save_model(model, tokenizer, tmp / name, lora_save="adapter")

@@ -21,7 +21,7 @@ class DataError(ValueError):
         self.total = len(self.errors) if total is None else total
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     """Type name and truncated repr, e.g. ``int 42`` or ``str 'a very long…'``."""
     text = repr(value)
     if len(text) > _VALUE_CHARS:
@@ -29,7 +29,7 @@ def _show(value: Any) -> str:
     return f"{type(value).__name__} {text}"
 
 
-class _Problems:
+class Problems:
     """Collects ``"<where>: <message>"`` lines; keeps the first MAX_ERRORS, counts all."""
 
     def __init__(self, name: str) -> None:

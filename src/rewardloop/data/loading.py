@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rewardloop import chat
-from rewardloop.data.errors import DataError, _Problems, _show
-from rewardloop.data.sources import _read_jsonl_table, _read_table, _Table, _Unparsed
+from rewardloop.data.errors import DataError, Problems, show_value
+from rewardloop.data.sources import Table, Unparsed, read_jsonl_table, read_table
 
 Kind = Literal["prompt", "sft", "preference"]
 Messages = list[dict[str, Any]]
@@ -60,7 +60,7 @@ class _Renderer:
         if not full.startswith(prompt_text):
             raise _RenderError(
                 "the chat template renders the prompt differently inside the full conversation, so the "
-                f"completion cannot be cut from it (prompt renders as {_show(prompt_text)})"
+                f"completion cannot be cut from it (prompt renders as {show_value(prompt_text)})"
             )
         return prompt_text, full[len(prompt_text) :]
 
@@ -77,11 +77,11 @@ def _check_messages(value: list, name: str, issues: list[str]) -> Messages | Non
         return None
     for i, m in enumerate(value):
         if not isinstance(m, Mapping):
-            issues.append(f"field '{name}[{i}]': expected a {{'role', 'content'}} dict, got {_show(m)}")
+            issues.append(f"field '{name}[{i}]': expected a {{'role', 'content'}} dict, got {show_value(m)}")
         elif not isinstance(m.get("role"), str) or not m["role"]:
-            issues.append(f"field '{name}[{i}].role': expected a non-empty string, got {_show(m.get('role'))}")
+            issues.append(f"field '{name}[{i}].role': expected a non-empty string, got {show_value(m.get('role'))}")
         elif not isinstance(m.get("content"), str):
-            issues.append(f"field '{name}[{i}].content': expected a string, got {_show(m.get('content'))}")
+            issues.append(f"field '{name}[{i}].content': expected a string, got {show_value(m.get('content'))}")
     if len(issues) > n_before:
         return None
     if not any(m["content"].strip() for m in value):
@@ -103,7 +103,9 @@ def _text_or_messages(row: Mapping, name: str, issues: list[str]) -> str | Messa
         return value
     if isinstance(value, list | tuple):
         return _check_messages(list(value), name, issues)
-    issues.append(f"field {name!r}: expected a string or a list of {{'role', 'content'}} messages, got {_show(value)}")
+    issues.append(
+        f"field {name!r}: expected a string or a list of {{'role', 'content'}} messages, got {show_value(value)}"
+    )
     return None
 
 
@@ -158,7 +160,9 @@ def _sft_row(row: Mapping, renderer: _Renderer) -> tuple[dict | None, list[str]]
     elif "messages" in row:
         messages = row["messages"]
         if not isinstance(messages, list | tuple):
-            return None, [f"field 'messages': expected a list of {{'role', 'content'}} messages, got {_show(messages)}"]
+            return None, [
+                f"field 'messages': expected a list of {{'role', 'content'}} messages, got {show_value(messages)}"
+            ]
         messages = _check_messages(list(messages), "messages", issues)
         parts = _split_messages(messages, issues) if messages is not None else None
         if parts is None:
@@ -167,7 +171,7 @@ def _sft_row(row: Mapping, renderer: _Renderer) -> tuple[dict | None, list[str]]
     elif "text" in row:
         text = row["text"]
         if not isinstance(text, str) or not text.strip():
-            return None, [f"field 'text': expected a non-empty string, got {_show(text)}"]
+            return None, [f"field 'text': expected a non-empty string, got {show_value(text)}"]
         prompt, completion, consumed = "", text, ["text"]  # plain LM: loss on every token
     else:
         cols = ", ".join(map(str, row)) or "no columns"
@@ -191,7 +195,7 @@ def _margin(row: Mapping, issues: list[str]) -> dict[str, float]:
     if value is None:  # absent, or null in a columnar file
         return {}
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        issues.append(f"field 'margin': expected a finite number, got {_show(row['margin'])}")
+        issues.append(f"field 'margin': expected a finite number, got {show_value(row['margin'])}")
         return {}
     return {"margin": float(value)}
 
@@ -219,7 +223,9 @@ def _preference_pair(row: Mapping, renderer: _Renderer) -> tuple[tuple[str, str,
     if chosen == rejected:
         # Identical responses give log-ratio differences of exactly 0 for every parameter: zero DPO / Bradley–Terry
         # gradient, yet they dilute the batch mean. It is almost always a data bug (a copied column).
-        return None, [f"fields 'chosen' and 'rejected' are identical ({_show(chosen)}); the pair carries no preference"]
+        return None, [
+            f"fields 'chosen' and 'rejected' are identical ({show_value(chosen)}); the pair carries no preference"
+        ]
     return (prompt, chosen, rejected), issues
 
 
@@ -241,7 +247,7 @@ _NORMALISERS: dict[str, Callable[[Mapping, _Renderer], tuple[dict | None, list[s
 }
 
 
-def _check_columns(table: _Table, kind: str) -> None:
+def _check_columns(table: Table, kind: str) -> None:
     """One clear error when a columnar source lacks a required column, instead of one per row."""
     if table.columns is None:
         return
@@ -263,7 +269,7 @@ def _token_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
 
 
 def _check_lengths(
-    rows: list[dict], wheres: list[str], kind: str, tokenizer: Any, max_length: int, problems: _Problems
+    rows: list[dict], wheres: list[str], kind: str, tokenizer: Any, max_length: int, problems: Problems
 ) -> None:
     """Report rows whose prompt (+ completion / chosen / rejected) is longer than ``max_length`` tokens."""
     n_prompt = _token_lengths(tokenizer, [r["prompt"] for r in rows])
@@ -298,20 +304,20 @@ def load_rows(
         raise ValueError(f"limit={limit!r}; expected a positive integer or None")
     if max_length is not None and (tokenizer is None or max_length < 1):
         raise ValueError(f"max_length={max_length!r} needs a tokenizer to count tokens and must be >= 1")
-    table = _read_table(source, split, limit)
+    table = read_table(source, split, limit)
     _check_columns(table, kind)
     if not table.rows:
         raise DataError(f"{table.name}: no rows (the dataset is empty)")
-    problems, renderer, normalise = _Problems(table.name), _Renderer(tokenizer), _NORMALISERS[kind]
+    problems, renderer, normalise = Problems(table.name), _Renderer(tokenizer), _NORMALISERS[kind]
     rows: list[dict] = []
     wheres: list[str] = []
     for number, raw in table.rows:
         where = table.where(number)
-        if isinstance(raw, _Unparsed):
+        if isinstance(raw, Unparsed):
             problems.add(where, raw.message)
             continue
         if not isinstance(raw, Mapping):
-            problems.add(where, f"expected an object with named columns, got {_show(raw)}")
+            problems.add(where, f"expected an object with named columns, got {show_value(raw)}")
             continue
         try:
             out, issues = normalise(raw, renderer)
@@ -331,13 +337,13 @@ def load_rows(
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read a JSON Lines file (blank lines skipped); every invalid line is reported in one ``DataError``."""
     name = os.fspath(path)
-    problems = _Problems(name)
-    table = _read_jsonl_table(Path(path), name, None)
+    problems = Problems(name)
+    table = read_jsonl_table(Path(path), name, None)
     for lineno, row in table.rows:
-        if isinstance(row, _Unparsed):
+        if isinstance(row, Unparsed):
             problems.add(table.where(lineno), row.message)
         elif not isinstance(row, dict):
-            problems.add(table.where(lineno), f"expected a JSON object, got {_show(row)}")
+            problems.add(table.where(lineno), f"expected a JSON object, got {show_value(row)}")
     problems.raise_if_any("jsonl")
     return [row for _, row in table.rows]
 
@@ -356,7 +362,7 @@ def save_jsonl(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> No
                 try:
                     f.write(json.dumps(dict(row), ensure_ascii=False, allow_nan=False) + "\n")
                 except (TypeError, ValueError) as e:
-                    raise DataError(f"{path} row {i}: cannot be written as JSON ({e}): {_show(row)}") from e
+                    raise DataError(f"{path} row {i}: cannot be written as JSON ({e}): {show_value(row)}") from e
             f.flush()
             os.fsync(f.fileno())
         # mkstemp creates the file 0600; give it the replaced file's mode, or the usual 0644 for a new file.

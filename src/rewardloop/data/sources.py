@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rewardloop.data.errors import DataError, _show
+from rewardloop.data.errors import DataError, show_value
 
 # ---------------------------------------------------------------------------------------------------------------
 # Reading sources into (row number, raw row) pairs
@@ -20,7 +20,9 @@ from rewardloop.data.errors import DataError, _show
 
 
 @dataclass
-class _Table:
+class Table:
+    """A source read as (row number, raw row) pairs, before any validation."""
+
     name: str  # shown in errors: the path as given, "hf:...", "<list>", "<datasets.Dataset>"
     unit: str  # "line" (JSONL, CSV: physical line in the file) or "row" (1-based position)
     rows: list[tuple[int, Any]] = field(default_factory=list)
@@ -31,14 +33,15 @@ class _Table:
 
 
 @dataclass(frozen=True)
-class _Unparsed:
+class Unparsed:
     """A line that could not be decoded; kept in row order so its error is reported in place."""
 
     message: str
 
 
-def _read_jsonl_table(path: Path, name: str, limit: int | None) -> _Table:
-    table = _Table(name, "line")
+def read_jsonl_table(path: Path, name: str, limit: int | None) -> Table:
+    """JSON Lines, one raw row per non-blank line; undecodable lines become ``Unparsed`` in place."""
+    table = Table(name, "line")
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             if limit is not None and len(table.rows) >= limit:
@@ -46,18 +49,18 @@ def _read_jsonl_table(path: Path, name: str, limit: int | None) -> _Table:
             try:
                 text = raw.decode("utf-8-sig")  # -sig: tolerate a byte-order mark on line 1
             except UnicodeDecodeError as e:
-                table.rows.append((lineno, _Unparsed(f"not valid UTF-8 ({e.reason} at byte {e.start})")))
+                table.rows.append((lineno, Unparsed(f"not valid UTF-8 ({e.reason} at byte {e.start})")))
                 continue
             if not (text := text.strip()):
                 continue
             try:
                 table.rows.append((lineno, json.loads(text)))
             except json.JSONDecodeError as e:
-                table.rows.append((lineno, _Unparsed(f"invalid JSON ({e.msg} at column {e.colno}): {_show(text)}")))
+                table.rows.append((lineno, Unparsed(f"invalid JSON ({e.msg} at column {e.colno}): {show_value(text)}")))
     return table
 
 
-def _read_json_table(path: Path, name: str, limit: int | None) -> _Table:
+def _read_json_table(path: Path, name: str, limit: int | None) -> Table:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
@@ -66,21 +69,21 @@ def _read_json_table(path: Path, name: str, limit: int | None) -> _Table:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         if e.msg == "Extra data":  # one object per line in a .json file: read it as JSON Lines, as `datasets` does
-            return _read_jsonl_table(path, name, limit)
+            return read_jsonl_table(path, name, limit)
         raise DataError(f"{name} line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(data, list):
         keys = f" with keys {list(data)[:10]}" if isinstance(data, dict) else ""
         raise DataError(f"{name}: expected a JSON list of objects (one per row), got {type(data).__name__}{keys}")
-    return _Table(name, "row", list(enumerate(data[:limit] if limit is not None else data, 1)))
+    return Table(name, "row", list(enumerate(data[:limit] if limit is not None else data, 1)))
 
 
-def _read_parquet_table(path: Path, name: str, limit: int | None) -> _Table:
+def _read_parquet_table(path: Path, name: str, limit: int | None) -> Table:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
-        table = _Table(name, "row", columns=list(pf.schema_arrow.names))
+        table = Table(name, "row", columns=list(pf.schema_arrow.names))
         for batch in pf.iter_batches(batch_size=1024):
             for row in batch.to_pylist():
                 if limit is not None and len(table.rows) >= limit:
@@ -91,10 +94,10 @@ def _read_parquet_table(path: Path, name: str, limit: int | None) -> _Table:
     return table
 
 
-def _read_csv_table(path: Path, name: str, limit: int | None) -> _Table:
+def _read_csv_table(path: Path, name: str, limit: int | None) -> Table:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        table = _Table(name, "line", columns=list(reader.fieldnames or []))
+        table = Table(name, "line", columns=list(reader.fieldnames or []))
         for row in reader:
             if limit is not None and len(table.rows) >= limit:
                 break
@@ -139,9 +142,9 @@ def _pick_split(dataset_dict: Mapping[str, Any], split: str | None, name: str) -
     return split, dataset_dict[split]
 
 
-def _dataset_table(dataset: Any, name: str, limit: int | None) -> _Table:
+def _dataset_table(dataset: Any, name: str, limit: int | None) -> Table:
     """Rows of a ``datasets.Dataset`` / ``IterableDataset`` (iteration yields one dict per row)."""
-    table = _Table(name, "row", columns=getattr(dataset, "column_names", None))
+    table = Table(name, "row", columns=getattr(dataset, "column_names", None))
     for number, row in enumerate(dataset, 1):
         if limit is not None and number > limit:
             break
@@ -149,7 +152,7 @@ def _dataset_table(dataset: Any, name: str, limit: int | None) -> _Table:
     return table
 
 
-def _hf_hub_table(spec: str, split: str | None, limit: int | None) -> _Table:
+def _hf_hub_table(spec: str, split: str | None, limit: int | None) -> Table:
     """``hf:NAME``, ``hf:NAME:SPLIT`` or ``hf:NAME:CONFIG:SPLIT`` through ``datasets.load_dataset``."""
     parts = spec[len("hf:") :].split(":")
     if not parts[0] or len(parts) > 3:
@@ -166,8 +169,8 @@ def _hf_hub_table(spec: str, split: str | None, limit: int | None) -> _Table:
     return _dataset_table(dataset, spec, limit)
 
 
-def _read_table(source: Any, split: str | None, limit: int | None) -> _Table:
-    """Dispatch on the source type."""
+def read_table(source: Any, split: str | None, limit: int | None) -> Table:
+    """Any supported source (file, ``hf:`` name, ``datasets`` object, directory, list of dicts) as a ``Table``."""
     if isinstance(source, str) and source.startswith("hf:"):
         return _hf_hub_table(source, split, limit)
     if type(source).__module__.split(".")[0] == "datasets":
@@ -179,7 +182,7 @@ def _read_table(source: Any, split: str | None, limit: int | None) -> _Table:
         return _dataset_table(source, name, limit)
     if isinstance(source, list | tuple):
         _no_split(split, "an in-memory list")
-        return _Table("<list>", "row", list(enumerate(source[:limit] if limit is not None else source, 1)))
+        return Table("<list>", "row", list(enumerate(source[:limit] if limit is not None else source, 1)))
     if not isinstance(source, str | os.PathLike):
         raise TypeError(
             f"source must be a path, 'hf:NAME', a datasets Dataset or a list of dicts, got {type(source).__name__}"
@@ -199,7 +202,7 @@ def _read_table(source: Any, split: str | None, limit: int | None) -> _Table:
     _no_split(split, name)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        return _read_jsonl_table(path, name, limit)
+        return read_jsonl_table(path, name, limit)
     if suffix == ".json":
         return _read_json_table(path, name, limit)
     if suffix in (".parquet", ".pq"):

@@ -182,7 +182,8 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> in
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def _atomic_dir(target: Path) -> Path:
+def atomic_dir(target: Path) -> Path:
+    """A new temporary directory beside ``target`` (same filesystem), to fill and then ``replace_dir`` onto it."""
     target.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
 
@@ -204,7 +205,7 @@ def save_model(model, tokenizer: PreTrainedTokenizerBase | None, path: str | Pat
     A LoRA model is saved merged (plain transformers loads it) or as an adapter (``lora_save='adapter'``).
     """
     target = Path(path)
-    tmp = _atomic_dir(target)
+    tmp = atomic_dir(target)
     try:
         to_save = model
         if hasattr(model, "peft_config") and lora_save == "merged":
