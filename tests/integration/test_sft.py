@@ -9,8 +9,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rewardloop.algorithms.common import evaluate_generation
-from rewardloop.algorithms.sft import IGNORE, SFTConfig, tokenize_row, train
+from rewardloop.algorithms.sft import SFTConfig, train
 from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig
+from rewardloop.data.tokenize import IGNORE, tokenize_row
 from rewardloop.envs.tasks import TaskConfig, load_task
 from rewardloop.runs import read_metrics
 

@@ -16,7 +16,7 @@ from rewardloop.algorithms.dpo import (
     preference_logits,
     sigmoid_loss,
 )
-from rewardloop.algorithms.sft import IGNORE
+from rewardloop.data.tokenize import IGNORE
 
 PI_C, PI_R = torch.tensor([-2.0, -5.0]), torch.tensor([-4.0, -3.0])
 REF_C, REF_R = torch.tensor([-3.0, -5.0]), torch.tensor([-3.0, -4.0])

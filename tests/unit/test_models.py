@@ -14,9 +14,10 @@ from transformers import (
 )
 
 from rewardloop.algorithms.common import make_optimizer
-from rewardloop.algorithms.sft import SFTConfig, collate, nll_loss, tokenize_row
+from rewardloop.algorithms.sft import SFTConfig, nll_loss
 from rewardloop.algorithms.sft import train as sft_train
 from rewardloop.config import GenerationConfig, LoraConfig, ModelConfig, OptimConfig, RunConfig
+from rewardloop.data.tokenize import collate, tokenize_row
 from rewardloop.envs.tasks import TaskConfig
 from rewardloop.models import (
     PRESETS,

@@ -35,8 +35,8 @@ from rewardloop.algorithms.common import (
     seed_everything,
     show,
 )
-from rewardloop.algorithms.sft import IGNORE, collate, tokenize_row
 from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section
+from rewardloop.data.tokenize import IGNORE, collate, tokenize_row
 from rewardloop.envs.tasks import TaskConfig, load_task
 from rewardloop.models import count_parameters, load_pretrained, mixed_precision
 from rewardloop.ops import logprobs_from_logits

@@ -24,11 +24,10 @@ from rewardloop.algorithms.common import (
     show,
 )
 from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section
+from rewardloop.data.tokenize import IGNORE, collate, tokenize_row
 from rewardloop.envs.tasks import TaskConfig, load_task
 from rewardloop.models import count_parameters, load_pretrained, mixed_precision
 from rewardloop.runs import RunDir
-
-IGNORE = -100
 
 
 class SFTConfig(Section):
@@ -41,32 +40,6 @@ class SFTConfig(Section):
     batch_size: int = Field(64, ge=1)
     eval_every: int = Field(200, ge=1)
     eval_size: int = Field(200, ge=1, description="test rows used for generation accuracy")
-
-
-def tokenize_row(tokenizer, row: dict[str, Any], max_length: int) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) for one row: prompt tokens labelled −100; the completion ends with EOS."""
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    if "text" in row and "prompt" not in row:
-        ids = tokenizer(row["text"], add_special_tokens=True)["input_ids"] + eos
-        labels = list(ids)
-    else:
-        prompt = tokenizer(row["prompt"], add_special_tokens=True)["input_ids"]
-        completion = tokenizer(row["completion"], add_special_tokens=False)["input_ids"] + eos
-        ids, labels = prompt + completion, [IGNORE] * len(prompt) + completion
-    if len(ids) > max_length:
-        raise ValueError(f"row is {len(ids)} tokens, longer than model.max_length={max_length}: {str(row)[:120]}")
-    return ids, labels
-
-
-def collate(examples: list[tuple[list[int], list[int]]], pad_id: int, device) -> dict[str, torch.Tensor]:
-    """Right-pad to [B, L]: input_ids, attention_mask, labels."""
-    width = max(len(ids) for ids, _ in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, (ids, lab) in enumerate(examples):
-        input_ids[i, : len(ids)], labels[i, : len(lab)], mask[i, : len(ids)] = torch.tensor(ids), torch.tensor(lab), 1
-    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
 def nll_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
