@@ -12,6 +12,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 
+def text_of(value: Any) -> str:
+    """A prompt or completion as text: a string as is; a conversational value (TRL passes completions as
+    ``[{"role": "assistant", "content": ...}]``) as its last message's content."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Sequence) and value and isinstance(value[-1], Mapping):
+        return str(value[-1].get("content", ""))
+    return "" if value is None else str(value)
+
+
 def has_template(tokenizer: Any) -> bool:
     """Whether ``tokenizer`` (None allowed) carries a chat template."""
     return bool(getattr(tokenizer, "chat_template", None))

@@ -120,6 +120,16 @@ def hf_reward_model(tmp_path, tokenizer):
     return tmp_path / "hf_rm", model
 
 
+def test_reward_model_renders_conversational_prompts_with_its_chat_template(hf_reward_model, tokenizer):
+    path, _ = hf_reward_model
+    scorer = RewardModelScorer(path, "cpu")
+    messages = [{"role": "user", "content": "12+30="}]
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    as_chat = scorer([messages], [[{"role": "assistant", "content": " 42"}]])
+    assert as_chat == pytest.approx(scorer([rendered], [" 42"]), abs=0)
+    assert as_chat != pytest.approx(scorer(["12+30="], [" 42"]))
+
+
 def test_one_reward_model_scorer_for_every_path(hf_reward_model, tokenizer):
     """The ``reward_model`` built-in, a ``{model: dir}`` reward spec (PPO's and GRPO's path) and the HF model's own
     logits agree on the same two samples."""

@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "types": BOTTOM,
     "data": BOTTOM | {"chat"},
     "models": BOTTOM,
-    "rewards": BOTTOM | {"models"},
+    "rewards": BOTTOM | {"chat", "models"},
     "envs": BOTTOM | {"rewards", "data"},
     "rollout": BOTTOM | {"chat", "envs", "rewards", "models"},
 }

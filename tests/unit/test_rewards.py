@@ -157,3 +157,19 @@ def test_with_timeout_passes_results_and_errors_through():
     with pytest.raises(RewardTimeout):
         with_timeout(lambda p, c: threading.Event().wait(5), 0.1)(["p"], ["c"])
     assert math.isfinite(with_timeout(lambda p, c: [0.0], None)(["p"], ["c"])[0])
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [("exact_answer", {}), ("exact_match", {}), ("numeric_match", {}), ("numeric_closeness", {}),
+     ("regex_format", {"pattern": r"\d+"}), ("length_penalty", {}), ("repetition_penalty", {})],
+)  # fmt: skip
+def test_builtins_take_conversational_completions_as_trl_passes_them(name, kwargs):
+    fn = resolve_reward(name)
+    texts = ["12", "the answer is 7 7 7 7", "x"]
+    messages = [[{"role": "assistant", "content": t}] for t in texts]
+    prompts = [[{"role": "user", "content": "q"}]] * 3
+    cols = {"answer": ["12", "7", "3"]}
+    assert fn(prompts=prompts, completions=messages, **cols, **kwargs) == fn(
+        prompts=["q"] * 3, completions=texts, **cols, **kwargs
+    )

@@ -6,13 +6,29 @@ Dataset columns arrive as keyword lists aligned with the completions (``answer=[
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+from collections.abc import Callable
 from typing import Any
+
+from rewardloop.chat import text_of
 
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 
 
+def on_text(fn: Callable[..., list[float]]) -> Callable[..., list[float]]:
+    """Let a text reward take conversational completions too (``[{"role": "assistant", "content": ...}]``, as TRL
+    passes them for conversational datasets): each completion becomes its text before ``fn`` sees it."""
+
+    @functools.wraps(fn)
+    def wrapped(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
+        return fn(prompts, [text_of(c) for c in completions], **kwargs)
+
+    return wrapped
+
+
+@on_text
 def exact_answer(
     prompts: list[Any], completions: list[str], *, answer: list[Any], ignore_case: bool = False, **_: Any
 ) -> list[float]:
@@ -25,11 +41,13 @@ def exact_answer(
     return [float(norm(c) == norm(a)) for c, a in zip(completions, answer, strict=True)]
 
 
+@on_text
 def exact_match(prompts: list[Any], completions: list[str], *, answer: list[Any], **_: Any) -> list[float]:
     """1.0 where the completion (stripped) equals the answer, else 0.0: the arithmetic task's reward."""
     return exact_answer(prompts, completions, answer=answer)
 
 
+@on_text
 def numeric_match(
     prompts: list[Any], completions: list[str], *, answer: list[Any], tol: float = 1e-6, **_: Any
 ) -> list[float]:
@@ -48,6 +66,7 @@ def numeric_match(
     return out
 
 
+@on_text
 def numeric_closeness(
     prompts: list[Any], completions: list[str], *, answer: list[Any], scale: float = 10.0, **_: Any
 ) -> list[float]:
@@ -60,6 +79,7 @@ def numeric_closeness(
     return out
 
 
+@on_text
 def regex_format(
     prompts: list[Any], completions: list[str], *, pattern: str = r"-?\d+", search: bool = False, **_: Any
 ) -> list[float]:
@@ -69,6 +89,7 @@ def regex_format(
     return [float(test(c.strip()) is not None) for c in completions]
 
 
+@on_text
 def length_penalty(
     prompts: list[Any], completions: list[str], *, max_chars: int = 200, scale: int | None = None, **_: Any
 ) -> list[float]:
@@ -78,6 +99,7 @@ def length_penalty(
     return [-min(1.0, max(0, len(c) - max_chars) / scale) for c in completions]
 
 
+@on_text
 def repetition_penalty(prompts: list[Any], completions: list[str], *, n: int = 3, **_: Any) -> list[float]:
     """−(share of repeated word n-grams) in [−1, 0]: −(1 − #distinct / #total n-grams); 0 for text under n words."""
     out = []

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from rewardloop.chat import render, text_of
+
 ENSEMBLE_FILE = "ensemble.json"
 
 
@@ -56,15 +58,6 @@ def member_dirs(paths: str | Path | list[str]) -> list[Path]:
     return dirs
 
 
-def _text(value: Any) -> str:
-    """A prompt or completion as text (conversational values: their contents joined)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return "".join(m.get("content", "") if isinstance(m, dict) else str(m) for m in value)
-    return str(value)
-
-
 class RewardModelScorer:
     """A RewardFn from reward-model directories: ``scorer(prompts=, completions=) -> list[float]``.
 
@@ -92,10 +85,12 @@ class RewardModelScorer:
 
     def member_scores(self, prompts: list[Any], completions: list[Any]) -> torch.Tensor:
         """Scores of every member [k, B], each normalised by its own saved statistics when ``normalize``."""
-        prompts, completions = [_text(p) for p in prompts], [_text(c) for c in completions]
+        completions = [text_of(c) for c in completions]
         rows = []
         for model, tok in self.members:
-            raw = score_texts(model, tok, prompts, completions, self.batch_size).cpu()
+            # A conversational prompt is rendered with this reward model's own chat template, as TRL does.
+            texts = [p if isinstance(p, str) else render(tok, p, add_generation_prompt=True) for p in prompts]
+            raw = score_texts(model, tok, texts, completions, self.batch_size).cpu()
             stats = getattr(model, "stats", None) or {}
             if self.normalize and stats:
                 raw = (raw - stats.get("mean", 0.0)) / (stats.get("std", 1.0) or 1.0)
