@@ -79,7 +79,7 @@ def test_reward_model_accuracy_and_ensemble_uncertainty_ood(tmp_path):
     res = rm_train(cfg)
     accs = res["member_accuracy"]
     ens = RewardModelScorer(res["model_dir"], device="cpu")
-    _, test_pairs = load_preference_splits(cfg.data)
+    _, test_pairs = load_preference_splits(cfg)
     prompts = [r["prompt"] for r in test_pairs]
     chosen = torch.tensor(ens(prompts, [r["chosen"] for r in test_pairs]))
     rejected = torch.tensor(ens(prompts, [r["rejected"] for r in test_pairs]))

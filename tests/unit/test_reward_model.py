@@ -114,3 +114,24 @@ def test_ensemble_mean_std_and_uncertainty_penalty(lm_tok):
     assert torch.allclose(stats["mean"], s.mean(0)) and torch.allclose(stats["std"], s.std(0))
     assert torch.allclose(score, s.mean(0) - 2.0 * s.std(0))
     assert (stats["std"] > 0).all()  # three differently initialised heads disagree
+
+
+def test_reward_model_reads_pairs_from_the_task_like_every_command(tmp_path):
+    from rewardloop.algorithms.reward_model import RewardModelConfig, train
+    from rewardloop.config import ConfigError, RunConfig, load_config
+    from rewardloop.envs.tasks import TaskConfig
+
+    with pytest.raises(ConfigError, match=r"task\.name: dataset with task\.path"):
+        load_config(RewardModelConfig, None, ["data.path=prefs.jsonl"])
+    pairs = [{"prompt": f"{a}+{a}=", "chosen": f" {2 * a}", "rejected": " banana"} for a in range(40)]
+    swapped = [p | {"chosen": p["rejected"], "rejected": p["chosen"]} for p in pairs]
+    for name, rows in (("rm", pairs), ("swapped", swapped)):  # one fixed head cannot rank both orders right
+        cfg = RewardModelConfig(
+            model={"preset": "llama-1m", "device": "cpu", "max_length": 16},
+            task=TaskConfig(dataset=rows, n_test=8),
+            optim={"lr": 3e-3},
+            steps=30, batch_size=8, eval_every=30,
+            run=RunConfig(root=str(tmp_path), name=name, progress=False),
+        )  # fmt: skip
+        res = train(cfg)
+        assert res["member_accuracy"][0] == 1.0  # held-out: the last 8 of the user's pairs, unseen in training

@@ -22,10 +22,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rewardloop.algorithms.common import batches, clip_and_step, make_optimizer, progress, seed_everything, show
 from rewardloop.config import ModelConfig, OptimConfig, RunConfig, Section
+from rewardloop.envs.tasks import TaskConfig, load_task
 from rewardloop.models import load_pretrained, load_tokenizer, mixed_precision
 from rewardloop.models.value_head import ValueModel, load_value_model
 from rewardloop.rewards.model import ENSEMBLE_FILE, encode_texts, score_texts
@@ -33,21 +34,32 @@ from rewardloop.runs import RunDir
 
 
 class PreferenceDataConfig(Section):
-    """Where the preference pairs come from: a file (TRL preference format) or the `reviews` simulated annotator."""
+    """The ``reviews`` simulated annotator's pairs (used when ``task.name`` is ``reviews``). Your own pairs come from
+    ``task.path`` / ``task.dataset`` (``task.name: dataset``), as in every command."""
 
-    path: str | None = Field(
-        None, description="JSONL/JSON/Parquet/CSV file or hf:NAME[:SPLIT] with prompt/chosen/rejected"
-    )
-    test_path: str | None = Field(None, description="held-out pairs; default: the last `test_size` rows of `path`")
-    reviews_pairs: int = Field(2000, ge=2, description="without `path`: pairs from the reviews simulated annotator")
+    reviews_pairs: int = Field(2000, ge=2, description="pairs from the reviews simulated annotator")
     noise: float = Field(0.1, ge=0.0, le=0.5, description="simulated annotator label-flip probability")
     test_noise: float = Field(0.0, ge=0.0, le=0.5, description="label noise of the held-out annotator pairs")
     seed: int = 0
-    test_size: int = Field(200, ge=1)
+    test_size: int = Field(200, ge=1, description="held-out annotator pairs")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and ({"path", "test_path"} & set(data)):
+            raise ValueError(
+                "data.path / data.test_path were renamed: one dataset key family for every command — task.name: "
+                "dataset with task.path: FILE (and task.test_path: FILE)"
+            )
+        return data
 
 
 class RewardModelConfig(Section):
+    """Bradley–Terry reward models (ensembles) on your preference pairs (``task.name: dataset`` with ``task.path``;
+    held out: ``task.test_path`` or the last ``task.n_test`` rows) or the reviews annotator's (``task.name: reviews``)."""
+
     model: ModelConfig = ModelConfig()
+    task: TaskConfig = TaskConfig(name="reviews")
     data: PreferenceDataConfig = PreferenceDataConfig()
     optim: OptimConfig = OptimConfig(lr=1e-3, warmup_steps=20, schedule="cosine")
     run: RunConfig = RunConfig()
@@ -56,6 +68,15 @@ class RewardModelConfig(Section):
     ensemble: int = Field(1, ge=1, description="number of reward models (different seeds)")
     bootstrap: bool = Field(True, description="ensemble members train on bootstrap resamples of the pairs")
     eval_every: int = Field(100, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> RewardModelConfig:
+        if self.task.name not in ("reviews", "dataset"):
+            raise ValueError(
+                f"task.name={self.task.name!r}: a reward model learns from preference pairs — task.name: dataset with "
+                "task.path (prompt/chosen/rejected), or task.name: reviews (annotator pairs)"
+            )
+        return self
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -90,25 +111,20 @@ def bootstrap_indices(n: int, seed: int) -> list[int]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def load_preference_splits(cfg: PreferenceDataConfig, tokenizer=None, max_length: int | None = None):
-    """(train rows, test rows) of {"prompt", "chosen", "rejected", ["margin"]}."""
-    if cfg.path is None:
-        from rewardloop.envs.reviews import annotator_pairs_from_templates
+def load_preference_splits(cfg: RewardModelConfig, tokenizer=None, max_length: int | None = None):
+    """(train rows, test rows) of {"prompt", "chosen", "rejected", ["margin"]}: the dataset task's rows, or pairs
+    from the reviews annotator."""
+    if cfg.task.name == "dataset":
+        task = load_task(cfg.task, kind="preference", tokenizer=tokenizer, max_length=max_length)
+        return task.train, task.test
+    from rewardloop.envs.reviews import annotator_pairs_from_templates
 
-        # Held-out pairs come from their own seed, labelled by the gold (noise-free by default) annotator.
-        train = annotator_pairs_from_templates(cfg.seed, cfg.reviews_pairs, noise=cfg.noise)
-        return train, strict_pairs(
-            annotator_pairs_from_templates(cfg.seed + 7919, 2 * cfg.test_size, noise=cfg.test_noise)
-        )[: cfg.test_size]
-    from rewardloop.data import load_rows
-
-    rows = load_rows(cfg.path, kind="preference", tokenizer=tokenizer, max_length=max_length)
-    if cfg.test_path:
-        return rows, load_rows(cfg.test_path, kind="preference", tokenizer=tokenizer, max_length=max_length)
-    if len(rows) < 2:
-        raise ValueError(f"{cfg.path}: need at least 2 preference rows to hold out a test split, got {len(rows)}")
-    n_test = min(cfg.test_size, len(rows) // 5 or 1)
-    return rows[:-n_test], rows[-n_test:]
+    # Held-out pairs come from their own seed, labelled by the gold (noise-free by default) annotator.
+    data = cfg.data
+    train = annotator_pairs_from_templates(data.seed, data.reviews_pairs, noise=data.noise)
+    return train, strict_pairs(
+        annotator_pairs_from_templates(data.seed + 7919, 2 * data.test_size, noise=data.test_noise)
+    )[: data.test_size]
 
 
 def strict_pairs(rows: list[dict]) -> list[dict]:
@@ -215,7 +231,7 @@ def train(cfg: RewardModelConfig, resume: bool = False) -> dict[str, Any]:
     """
     run = RunDir.open(cfg.run, "reward", cfg, resume=resume)
     tok = load_tokenizer(cfg.model)
-    train_rows, test_rows = load_preference_splits(cfg.data, tok, cfg.model.max_length)
+    train_rows, test_rows = load_preference_splits(cfg, tok, cfg.model.max_length)
     members = []
     for k in range(cfg.ensemble):
         name = "reward" if cfg.ensemble == 1 else f"reward-{k}"

@@ -168,9 +168,9 @@ def run(cfg: RLHFConfig, resume: bool = False) -> dict[str, Any]:
     results["pairs"] = res
     # 4. Reward model, initialised from the SFT policy (InstructGPT §3.5).
     if (res := _done(d, "reward")) is None or not resume:
-        data = cfg.reward.data.model_copy(update={"path": res_pairs(results), "test_path": results["pairs"]["test"]})
+        pairs = TaskConfig(name="dataset", path=res_pairs(results), test_path=results["pairs"]["test"])
         rm_cfg = cfg.reward.model_copy(
-            update={"model": cfg.model.model_copy(update={"path": sft_dir}), "data": data,
+            update={"model": cfg.model.model_copy(update={"path": sft_dir}), "task": pairs,
                     "run": _stage_run(cfg, d, "reward")}
         )  # fmt: skip
         res = _finish(d, "reward", rm_mod.train(rm_cfg, resume=resume))
