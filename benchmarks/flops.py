@@ -26,10 +26,8 @@ def ppo_phase_flops(n_params: int, batch: int, prompt_len: float, resp_len: floa
     tokens = batch * (prompt_len + resp_len)
     fwd = 2 * n_params * tokens
     return {
-        "generate": fwd,
-        "score": fwd,
-        "value": 2 * fwd,  # old log-probs (policy) + old values (critic)
-        "reference": fwd,
+        "collect": 2 * fwd,  # generation + the reward model's forward
+        "estimate": 3 * fwd,  # old log-probs (policy) + old values (critic) + reference log-probs
         "train": 2 * epochs * 6 * n_params * tokens,  # policy and critic
     }
 
