@@ -66,30 +66,26 @@ def dpo_config(root, name: str) -> DPOConfig:
     )
 
 
+def rl_sections(root, name: str) -> dict:
+    """What the PPO and GRPO runs share: a small arithmetic task, 3-token answers, no evaluation in between."""
+    return dict(
+        model=MODEL.model_copy(update={"max_length": 24}), task=TaskConfig(digits=(1, 1), n_train=32, n_test=8),
+        optim=OPTIM, gen=GenerationConfig(max_new_tokens=3),
+        eval_gen=GenerationConfig(max_new_tokens=3, temperature=0.0),
+        run=RunConfig(root=str(root), name=name, save_every=SAVE_EVERY, progress=False),
+        steps=STEPS, eval_every=100, eval_size=8,
+    )  # fmt: skip
+
+
 def ppo_config(root, name: str) -> ppo.PPOConfig:
     """Shared critic, one epoch of one minibatch: one optimizer step per training step, as for the others."""
     return ppo.PPOConfig(
-        model=MODEL.model_copy(update={"max_length": 24}),
-        task=TaskConfig(digits=(1, 1), n_train=32, n_test=8),
-        optim=OPTIM,
-        gen=GenerationConfig(max_new_tokens=3),
-        eval_gen=GenerationConfig(max_new_tokens=3, temperature=0.0),
-        run=RunConfig(root=str(root), name=name, save_every=SAVE_EVERY, progress=False),
-        critic="shared", steps=STEPS, batch_size=8, mini_batch_size=8, micro_batch_size=8, epochs=1,
-        eval_every=100, eval_size=8,
-    )  # fmt: skip
+        **rl_sections(root, name), critic="shared", batch_size=8, mini_batch_size=8, micro_batch_size=8, epochs=1
+    )
 
 
 def grpo_config(root, name: str) -> grpo.GRPOConfig:
-    return grpo.GRPOConfig(
-        model=MODEL.model_copy(update={"max_length": 24}),
-        task=TaskConfig(digits=(1, 1), n_train=32, n_test=8),
-        optim=OPTIM,
-        gen=GenerationConfig(max_new_tokens=3),
-        eval_gen=GenerationConfig(max_new_tokens=3, temperature=0.0),
-        run=RunConfig(root=str(root), name=name, save_every=SAVE_EVERY, progress=False),
-        steps=STEPS, prompts_per_step=4, group_size=4, eval_every=100, eval_size=8, samples_every=3,
-    )  # fmt: skip
+    return grpo.GRPOConfig(**rl_sections(root, name), prompts_per_step=4, group_size=4, samples_every=3)
 
 
 # trainer → (module, config builder, its training-loss metric, its evaluation metric)

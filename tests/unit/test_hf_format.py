@@ -8,11 +8,10 @@ import re
 import pytest
 import torch
 from safetensors.torch import save_file
+from tests.unit.test_models import plain_config
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
-    LlamaConfig,
-    Qwen2Config,
 )
 
 from rewardloop.models.value_head import ValueModel, load_value_model, value_model_from_policy
@@ -69,20 +68,10 @@ def test_checkpoint_restore_and_shared_critic_use_the_same_layout(tiny_model, to
 
 
 def seq_cls_config(arch: str, vocab: int, num_labels: int = 1):
-    cls = LlamaConfig if arch == "llama" else Qwen2Config
-    return cls(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=64,
-        num_labels=num_labels,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
+    """``plain_config`` (tests/unit/test_models.py) with a sequence-classification head of ``num_labels``."""
+    config = plain_config(arch, vocab)
+    config.num_labels, config.pad_token_id = num_labels, 0
+    return config
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])

@@ -37,7 +37,7 @@ from rewardloop.algorithms.common import (
 )
 from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section
 from rewardloop.data.tokenize import IGNORE, collate, tokenize_row
-from rewardloop.envs.tasks import TaskConfig, load_task
+from rewardloop.envs.tasks import TaskConfig, check_preference_task, load_task, reject_keys
 from rewardloop.models import count_parameters, load_pretrained, mixed_precision
 from rewardloop.ops import logprobs_from_logits
 from rewardloop.rollout import generate
@@ -73,22 +73,13 @@ class DPOConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, data: Any) -> Any:
-        if isinstance(data, dict) and ({"pairs", "test_pairs"} & set(data)):
-            raise ValueError(
-                "`pairs` / `test_pairs` were renamed: one dataset key family for every command — task.name: dataset "
-                "with task.path: FILE (and task.test_path: FILE), as for sft, grpo and ppo"
-            )
-        return data
+        return reject_keys(data, {"pairs", "test_pairs"}, "")
 
     @model_validator(mode="after")
     def _check(self) -> DPOConfig:
         if self.label_smoothing > 0 and self.loss != "sigmoid":
             raise ValueError(f"label_smoothing={self.label_smoothing} applies to loss 'sigmoid', not {self.loss!r}")
-        if self.task.name not in ("reviews", "dataset"):
-            raise ValueError(
-                f"task.name={self.task.name!r}: dpo learns from preference pairs — task.name: dataset with task.path "
-                "(prompt/chosen/rejected), or task.name: reviews (annotator pairs)"
-            )
+        check_preference_task(self.task, "dpo")
         return self
 
 

@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 
 from rewardloop.algorithms.common import batches, clip_and_step, make_optimizer, progress, seed_everything, show
 from rewardloop.config import ModelConfig, OptimConfig, RunConfig, Section
-from rewardloop.envs.tasks import TaskConfig, load_task
+from rewardloop.envs.tasks import TaskConfig, check_preference_task, load_task, reject_keys
 from rewardloop.models import load_pretrained, load_tokenizer, mixed_precision
 from rewardloop.models.value_head import ValueModel, load_value_model
 from rewardloop.rewards.model import ENSEMBLE_FILE, encode_texts, score_texts
@@ -46,12 +46,7 @@ class PreferenceDataConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, data: Any) -> Any:
-        if isinstance(data, dict) and ({"path", "test_path"} & set(data)):
-            raise ValueError(
-                "data.path / data.test_path were renamed: one dataset key family for every command — task.name: "
-                "dataset with task.path: FILE (and task.test_path: FILE)"
-            )
-        return data
+        return reject_keys(data, {"path", "test_path"}, "data.")
 
 
 class RewardModelConfig(Section):
@@ -71,11 +66,7 @@ class RewardModelConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> RewardModelConfig:
-        if self.task.name not in ("reviews", "dataset"):
-            raise ValueError(
-                f"task.name={self.task.name!r}: a reward model learns from preference pairs — task.name: dataset with "
-                "task.path (prompt/chosen/rejected), or task.name: reviews (annotator pairs)"
-            )
+        check_preference_task(self.task, "a reward model")
         return self
 
 

@@ -57,6 +57,28 @@ class TaskConfig(Section):
         return self
 
 
+RENAMED_TO_TASK = (
+    "one dataset key family for every command — task.name: dataset with task.path: FILE (and "
+    "task.test_path: FILE), as for sft, ppo, grpo, dpo and reward"
+)
+
+
+def reject_keys(data: Any, keys: set[str], where: str) -> Any:
+    """A ``mode="before"`` validator's body: old dataset keys fail with the name of the new one."""
+    if isinstance(data, dict) and (found := keys & set(data)):
+        raise ValueError(f"{where}{' / '.join(sorted(found))} was renamed: {RENAMED_TO_TASK}")
+    return data
+
+
+def check_preference_task(task: TaskConfig, command: str) -> None:
+    """Preference learners read pairs: from a dataset (``task.name: dataset``) or the reviews annotator."""
+    if task.name not in ("reviews", "dataset"):
+        raise ValueError(
+            f"task.name={task.name!r}: {command} learns from preference pairs — task.name: dataset with task.path "
+            "(prompt/chosen/rejected), or task.name: reviews (annotator pairs)"
+        )
+
+
 @dataclass
 class Task:
     name: str
