@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 import rewardloop.algorithms.dpo as dpo
 import rewardloop.algorithms.grpo as grpo
 import rewardloop.algorithms.ppo as ppo
+import rewardloop.algorithms.reward_model as rm
 import rewardloop.algorithms.sft as sft
 import rewardloop.runs as runs
 from rewardloop.algorithms.dpo import DPOConfig
@@ -177,6 +178,35 @@ def test_resume_after_interrupt_is_identical_to_an_uninterrupted_run(tmp_path, m
         return [r["step"] for r in runs.read_metrics(res["run_dir"], "samples.jsonl")]
 
     assert sample_steps(result) == sample_steps(straight)  # sample tables too: none from the crashed steps twice
+
+
+def test_reward_model_ensemble_resumes_inside_its_second_member(tmp_path, monkeypatch):
+    """Members log and checkpoint on one step axis: a crash in member 2 resumes member 2, each step logged once."""
+    pairs = [{"prompt": f"{i}+{i}=", "chosen": str(2 * i), "rejected": str(2 * i + 1)} for i in range(40)]
+
+    def make(name: str) -> rm.RewardModelConfig:
+        return rm.RewardModelConfig(
+            model=MODEL, task=TaskConfig(dataset=pairs, n_test=8), optim=OPTIM, steps=STEPS, batch_size=8,
+            ensemble=2, eval_every=100, run=RunConfig(root=str(tmp_path), name=name, save_every=SAVE_EVERY, progress=False),
+        )  # fmt: skip
+
+    straight = rm.train(make("straight"))
+    cfg = make("resumed")
+    with monkeypatch.context() as m:
+        crash_on_step(m, STEPS + 7, rm)  # member 2, step 7: its step-5 checkpoint is global step STEPS + 5
+        with pytest.raises(Interrupt):
+            rm.train(cfg)
+    assert RunDir(tmp_path / "resumed").latest_checkpoint().name == f"step-{STEPS + SAVE_EVERY:07d}"
+    result = rm.train(cfg, resume=True)
+    steps = [r["step"] for r in runs.read_metrics(result["run_dir"])]
+    assert steps == [r["step"] for r in runs.read_metrics(straight["run_dir"])]
+    assert len(steps) == 2 * STEPS + 1  # every training step once, then the summary row
+    for k in range(2):
+        a = load_file(straight["model_dir"] / f"reward-{k}" / "model.safetensors")
+        b = load_file(result["model_dir"] / f"reward-{k}" / "model.safetensors")
+        assert all(torch.equal(a[n], b[n]) for n in a)
+    rm.train(cfg, resume=True)  # a finished run resumed again logs nothing twice
+    assert [r["step"] for r in runs.read_metrics(result["run_dir"])] == steps
 
 
 def test_resume_before_the_first_checkpoint_starts_over_with_clean_logs(tmp_path, monkeypatch, uninterrupted):

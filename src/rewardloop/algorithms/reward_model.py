@@ -172,16 +172,18 @@ def _train_member(cfg: RewardModelConfig, run: RunDir, k: int, train_rows, test_
     opt, sched = make_optimizer(model.parameters(), cfg.optim, cfg.steps)
     rng = random.Random(cfg.run.seed + k)
     step, name = 0, "reward" if cfg.ensemble == 1 else f"reward-{k}"
-    if resume and (ckpt := run.latest_checkpoint()) is not None:
-        state = json.loads((ckpt / "state.json").read_text())
-        if state.get("member") == k:
-            state = run.load_checkpoint(ckpt, {"reward": model}, {"reward": opt})
-            step = state["step"]
+    offset = k * cfg.steps  # metrics.jsonl and checkpoint steps keep increasing across members
+    if resume:  # the latest checkpoint is this member's (continue it) or an earlier, finished member's (start over)
+        ckpt = run.latest_checkpoint()
+        if ckpt is not None and json.loads((ckpt / "state.json").read_text()).get("member") == k:
+            state = run.resume({"reward": model}, {"reward": opt})
+            step = state["step"] - offset
             sched.load_state_dict(state["scheduler"])
+        else:
+            run.drop_logs_after(offset)  # rows this member logged before the crash
     bar = progress(cfg.steps, step, f"reward {k + 1}/{cfg.ensemble}", cfg.run.progress)
     order = batches(len(rows), min(cfg.batch_size, len(rows)), rng, skip=step)  # resume: replay the data order
     model.train()
-    offset = k * cfg.steps  # metrics.jsonl steps keep increasing across members
     while step < cfg.steps:
         # 2. Bradley–Terry step on a batch of pairs.
         with mixed_precision(cfg.model, device):  # bf16 forward when model.autocast is set
@@ -199,9 +201,9 @@ def _train_member(cfg: RewardModelConfig, run: RunDir, k: int, train_rows, test_
             row = run.log(offset + step, row)
         show(bar, row, ("train/loss", "eval/accuracy"))
         bar.update(1)
-        if cfg.run.save_every and step % cfg.run.save_every == 0 and step < cfg.steps:
+        if run.due(step, cfg.steps, cfg.run.save_every):
             state = {"member": k, "scheduler": sched.state_dict()}
-            run.save_checkpoint(step, {"reward": (model, tok)}, {"reward": opt}, state)
+            run.save_checkpoint(offset + step, {"reward": (model, tok)}, {"reward": opt}, state)
     bar.close()
     # 4. Normalisation statistics over the training responses (chosen and rejected), saved with the model.
     model.eval()
@@ -240,5 +242,7 @@ def train(cfg: RewardModelConfig, resume: bool = False) -> dict[str, Any]:
         (model_dir / ENSEMBLE_FILE).write_text(json.dumps({"members": names}, indent=1))
     acc = [m["eval/accuracy"] for m in members]
     summary = {"accuracy": sum(acc) / len(acc), "member_accuracy": acc, "n_train": len(train_rows)}
-    run.log(cfg.ensemble * cfg.steps, {"final/" + k: v for k, v in summary.items() if k != "member_accuracy"})
+    if not any("final/accuracy" in r for r in run.metrics()):  # a resumed, finished run has logged it already
+        run.log(cfg.ensemble * cfg.steps, {"final/" + k: v for k, v in summary.items() if k != "member_accuracy"})
+    run.close()
     return {"run_dir": run.path, "model_dir": model_dir, **summary, "members": members}
