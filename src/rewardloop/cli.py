@@ -24,6 +24,8 @@ class Command(NamedTuple):
     fn: str
     defaults: tuple[str, ...] = ()  # overrides applied before the user's (e.g. rloo = grpo with estimator=rloo)
     help: str = ""
+    actions: tuple[str, ...] = ()  # leading words meaning `action=WORD` (`feedback export ...`)
+    flags: tuple[tuple[str, str], ...] = ()  # ("--store", "store.url"): `--store X` means `store.url=X`
 
 
 COMMANDS: dict[str, Command] = {
@@ -38,6 +40,15 @@ COMMANDS: dict[str, Command] = {
         "rewardloop.algorithms.grpo", "GRPOConfig", "train", ("estimator=rloo",), "RLOO (leave-one-out baseline)"
     ),
     "dpo": Command("rewardloop.algorithms.dpo", "DPOConfig", "train", help="direct preference optimisation"),
+    "serve": Command("rewardloop.serve", "ServeConfig", "serve", help="OpenAI-compatible server, logs to the store"),
+    "feedback": Command(
+        "rewardloop.store.export",
+        "FeedbackConfig",
+        "run",
+        help="export collected feedback as a TRL dataset: feedback export --store URL --format pairs --out F.jsonl",
+        actions=("export",),
+        flags=(("--store", "store.url"), ("--format", "format"), ("--out", "out")),
+    ),
 }
 
 
@@ -57,6 +68,15 @@ def _print_result(result: Any) -> None:
         print(result)
 
 
+def command_overrides(cmd: Command, args: argparse.Namespace) -> list[str]:
+    """The user's overrides with a leading action word and the command's flags written as ``key=value``."""
+    overrides = list(args.overrides)
+    if overrides and overrides[0] in cmd.actions:
+        overrides[0] = f"action={overrides[0]}"
+    flags = [f"{key}={v}" for flag, key in cmd.flags if (v := getattr(args, flag.lstrip("-"))) is not None]
+    return flags + overrides
+
+
 def run_command(name: str, config: str | None, overrides: list[str], resume: bool) -> Any:
     cmd = COMMANDS[name]
     cls = config_class(name)
@@ -74,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--resume", action="store_true", help="continue the run in run.root/run.name from its checkpoint"
         )
+        for flag, key in cmd.flags:
+            p.add_argument(flag, help=f"same as {key}=VALUE")
         p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=3e-4 model.path=/some/dir")
     q = sub.add_parser("quickstart", help="tokenizer + tiny model → SFT → PPO on arithmetic, in minutes on a CPU")
     q.add_argument("overrides", nargs="*", help="dotted overrides of the quickstart config, e.g. sft.steps=200")
@@ -92,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command in COMMANDS:
-            _print_result(run_command(args.command, args.config, args.overrides, args.resume))
+            overrides = command_overrides(COMMANDS[args.command], args)
+            _print_result(run_command(args.command, args.config, overrides, args.resume))
         elif args.command == "quickstart":
             from rewardloop.quickstart import quickstart
 

@@ -4,10 +4,12 @@ personalization environments log events; this turns them into rewards, so reward
 An event is ``{"type": "click"}``, ``{"type": "watch_time", "value": 42.0}`` (seconds) or a plain type string;
 a sample's events can also be given as counts ``{"click": 1, "like": 1, "watch_time": 42.0}``. The reward is
 
-    r = clip( Σ_e w_type(e) · value(e) , lo, hi ),   value = 1 for discrete events, seconds / watch_time_scale for time
+    r = clip( Σ_e w_type(e) · value(e) , lo, hi ),   value = 1 for discrete events, seconds / <event>_scale for time
 
-with the weights in config (``EngagementWeights``). Unknown event types are errors (a typo must not silently
-score 0).
+with the weights in config (``EngagementWeights``). Timed events (``watch_time``, ``dwell``) are seconds divided by
+their ``*_scale``; ``listen_through`` (a track or answer heard to the end) counts once. Unknown event types are
+errors (a typo must not silently score 0). ``EngagementWeights.events()`` is the event vocabulary, which the feedback
+store validates against.
 """
 
 from __future__ import annotations
@@ -31,14 +33,30 @@ class EngagementWeights(Section):
     dislike: float = -2.0
     report: float = -5.0
     watch_time: float = 1.0
+    dwell: float = Field(0.5, description="time spent on a response (reading), per `dwell_scale` seconds")
+    listen_through: float = Field(2.0, description="a track / spoken answer played to the end")
     watch_time_scale: float = Field(60.0, gt=0.0, description="seconds of watch time worth one `watch_time` unit")
+    dwell_scale: float = Field(30.0, gt=0.0, description="seconds of dwell worth one `dwell` unit")
     clip: tuple[float, float] | None = Field((-10.0, 10.0), description="clip the sum to [lo, hi] (None = no clip)")
 
+    @classmethod
+    def events(cls) -> tuple[str, ...]:
+        """The event types (every field but the scales and the clip)."""
+        return tuple(k for k in cls.model_fields if k != "clip" and not k.endswith("_scale"))
+
+    @classmethod
+    def timed_events(cls) -> tuple[str, ...]:
+        """Event types whose value is seconds (each has a ``<event>_scale``)."""
+        return tuple(k for k in cls.events() if f"{k}_scale" in cls.model_fields)
+
     def weight(self, kind: str) -> float:
-        if kind == "watch_time_scale" or kind == "clip" or kind not in type(self).model_fields:
-            allowed = [k for k in type(self).model_fields if k not in ("watch_time_scale", "clip")]
-            raise ValueError(f"unknown engagement event type {kind!r}; allowed: {allowed}")
+        if kind not in self.events():
+            raise ValueError(f"unknown engagement event type {kind!r}; allowed: {list(self.events())}")
         return getattr(self, kind)
+
+    def scale(self, kind: str) -> float:
+        """Seconds worth one unit for a timed event; 1 for a discrete one."""
+        return getattr(self, f"{kind}_scale") if kind in self.timed_events() else 1.0
 
 
 def _pairs(events: Any) -> Iterable[tuple[str, float]]:
@@ -63,8 +81,7 @@ def engagement_score(events: Any, weights: EngagementWeights | None = None) -> f
     w = weights or EngagementWeights()
     total = 0.0
     for kind, value in _pairs(events):
-        scale = w.watch_time_scale if kind == "watch_time" else 1.0
-        total += w.weight(kind) * value / scale
+        total += w.weight(kind) * value / w.scale(kind)
     if w.clip is not None:
         total = min(max(total, w.clip[0]), w.clip[1])
     return total
