@@ -1,0 +1,295 @@
+"""Continuous batching: one thread owns the model and a running decode batch that requests join and leave.
+
+Each ``step()``:
+  1. admit waiting requests (up to ``max_batch`` rows): one prefill forward over their left-padded prompts, whose KV
+     cache and last logits are merged into the running batch (``batching.merge_kv``);
+  2. sample one token for every row with the row's own temperature / top-p / top-k and generator
+     (``batching.sample_rows``);
+  3. emit it to the request's sink (text delta held back at a possible stop string), and finish rows at EOS, a stop
+     string or max_tokens;
+  4. drop finished and cancelled rows from the cache (``batching.select_kv``);
+  5. one decode forward of the sampled tokens for the remaining rows → the logits of the next step.
+A request therefore waits at most one step to start, and a finished one frees its row at once — the decode batch is
+not one request at a time, nor a fixed batch waiting for its slowest row (vLLM / Orca's iteration-level scheduling).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from rewardloop.ops import position_ids_from_mask
+from rewardloop.rollout import eos_token_ids
+from rewardloop.serve.batching import (
+    cache_to_kv,
+    cut_at_stop,
+    held_back,
+    kv_into_cache,
+    merge_kv,
+    sample_rows,
+    select_kv,
+)
+from rewardloop.types import pad_left
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SamplingParams:
+    """One row's sampling settings (an OpenAI request's, after defaults)."""
+
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    top_logprobs: int = 0  # how many alternatives to report per token (0 = none)
+
+
+@dataclass
+class Delta:
+    """What one step produced for one row: the token, its log-prob, the text that may now be sent, and — on the last
+    delta — why the row finished ("stop" or "length"; "error" with ``error`` set)."""
+
+    token_id: int
+    logprob: float
+    text: str
+    top_logprobs: list[tuple[int, float]] | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Sequence:
+    """A request's row: its prompt, settings, where its deltas go and what it has generated so far."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    sink: Callable[[Delta], None]
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    text: str = ""  # the decoded completion, cut at a stop string once one appears
+    sent: int = 0  # characters of ``text`` already emitted
+    finish_reason: str | None = None
+    cancelled: bool = False
+    generator: torch.Generator | None = None
+
+    def cancel(self) -> None:
+        """Drop this row at the next step (a client that went away)."""
+        self.cancelled = True
+
+
+def _cache_keyword(model) -> str:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+class ContinuousBatcher:
+    """The serving engine. ``submit`` from any thread; ``step`` only from one (``start()`` runs it in a thread)."""
+
+    def __init__(self, model, tokenizer, *, max_batch: int = 32, seed: int = 0):
+        self.model, self.tokenizer, self.max_batch = model, tokenizer, max_batch
+        self.device = next(model.parameters()).device
+        self.eos = set(eos_token_ids(model, tokenizer))
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.max_positions = getattr(model.config, "max_position_embeddings", None)
+        self._cache_kw = _cache_keyword(model)
+        self._generator = torch.Generator().manual_seed(seed)  # draws of rows without their own seed
+        self._waiting: deque[Sequence] = deque()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        # the running batch: rows, their KV cache, mask [B, L], next position [B], pending logits [B, V]
+        self.rows: list[Sequence] = []
+        self._cache = None
+        self._attn = self._next_pos = self._logits = None
+        self.stats = {"steps": 0, "max_rows": 0, "shared_steps": 0, "tokens": 0, "prefills": 0}
+
+    # -- requests ----------------------------------------------------------------------------------------------
+    def submit(self, prompt_ids: list[int], params: SamplingParams, sink: Callable[[Delta], None]) -> Sequence:
+        """Queue a row; it joins the running batch at the next step. Raises ValueError for an impossible request."""
+        self.check(prompt_ids, params)
+        seq = Sequence(list(prompt_ids), params, sink)
+        if params.seed is not None:
+            seq.generator = torch.Generator().manual_seed(params.seed)
+        with self._wake:
+            self._waiting.append(seq)
+            self._wake.notify()
+        return seq
+
+    def check(self, prompt_ids: list[int], params: SamplingParams) -> None:
+        """Raise ValueError when the prompt is empty or prompt + max_tokens exceed the model's positions."""
+        if not prompt_ids:
+            raise ValueError("prompt: empty (at least one token is needed)")
+        if self.max_positions is not None and len(prompt_ids) + params.max_tokens > self.max_positions:
+            raise ValueError(
+                f"prompt: {len(prompt_ids)} tokens + max_tokens {params.max_tokens} exceed the model's context "
+                f"of {self.max_positions} positions"
+            )
+
+    # -- the thread ----------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="rewardloop-serve-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopping and not self._waiting and not self.rows:
+                    self._wake.wait()
+                if self._stopping:
+                    break
+            try:
+                self.step()
+            except Exception as e:  # a failed forward fails the rows in flight, not the server
+                log.exception("engine step failed")
+                self._fail_all(f"{type(e).__name__}: {e}")
+        self._fail_all("server shutting down")
+
+    def _fail_all(self, message: str) -> None:
+        with self._wake:
+            failed, self._waiting = [*self.rows, *self._waiting], deque()
+        self.rows, self._cache = [], None
+        for seq in failed:
+            seq.finish_reason = "error"
+            seq.sink(Delta(-1, 0.0, "", finish_reason="error", error=message))
+
+    # -- one iteration -------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self) -> bool:
+        """Admit, sample, emit, drop, decode. Returns False when there was nothing to do."""
+        self._drop([i for i, s in enumerate(self.rows) if s.cancelled])
+        self._admit()
+        if not self.rows:
+            return False
+        B = len(self.rows)
+        self.stats["steps"] += 1
+        self.stats["max_rows"] = max(self.stats["max_rows"], B)
+        self.stats["shared_steps"] += B > 1
+        self.stats["tokens"] += B
+
+        # 2. Sample every row with its own settings.
+        p = [s.params for s in self.rows]
+        uniform = torch.tensor([float(torch.rand((), generator=s.generator or self._generator)) for s in self.rows])
+        tokens, logp, logp_all = sample_rows(
+            self._logits,
+            torch.tensor([x.temperature for x in p], device=self.device),
+            torch.tensor([x.top_p for x in p], device=self.device),
+            torch.tensor([x.top_k for x in p], device=self.device),
+            uniform.to(self.device),
+        )
+        k = max(x.top_logprobs for x in p)
+        top = torch.topk(logp_all, k, dim=-1) if k else None
+
+        # 3. Emit; 4. drop finished rows.
+        token_list, logp_list = tokens.tolist(), logp.tolist()
+        finished = []
+        for i, seq in enumerate(self.rows):
+            alts = None
+            if seq.params.top_logprobs:
+                n = seq.params.top_logprobs
+                alts = list(zip(top.indices[i, :n].tolist(), top.values[i, :n].tolist(), strict=True))
+            if self._advance(seq, token_list[i], logp_list[i], alts):
+                finished.append(i)
+        self._drop(finished)
+        if not self.rows:
+            return True
+
+        # 5. Decode the sampled tokens of the rows still running.
+        keep = [i for i in range(B) if i not in set(finished)]
+        fed = tokens[torch.tensor(keep, device=self.device)] if finished else tokens
+        self._attn = torch.cat([self._attn, self._attn.new_ones(len(keep), 1)], dim=1)
+        out = self._forward(fed[:, None], self._attn, self._next_pos[:, None], self._cache)
+        self._logits, self._next_pos = out.logits[:, -1], self._next_pos + 1
+        return True
+
+    def _forward(self, ids, attn, positions, cache):
+        kwargs = {"input_ids": ids, "attention_mask": attn, "position_ids": positions, "use_cache": True}
+        if cache is not None:
+            kwargs[self._cache_kw] = cache
+        try:
+            return self.model(**kwargs, logits_to_keep=1)
+        except TypeError:  # models without logits_to_keep
+            return self.model(**kwargs)
+
+    def _admit(self) -> None:
+        """1. Prefill the waiting requests that fit and merge them into the running batch."""
+        with self._wake:
+            room = self.max_batch - len(self.rows)
+            new = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+        new = [s for s in new if not s.cancelled]
+        if not new:
+            return
+        ids, attn = (t.to(self.device) for t in pad_left([s.prompt_ids for s in new], self.pad_id))
+        positions = position_ids_from_mask(attn)
+        out = self._forward(ids, attn, positions, None)
+        cache = getattr(out, "cache", None) or out.past_key_values
+        logits, next_pos = out.logits[:, -1], positions[:, -1] + 1
+        self.stats["prefills"] += 1
+        if self._cache is None:
+            self._cache, self._attn, self._next_pos, self._logits = cache, attn, next_pos, logits
+        else:
+            kv, self._attn = merge_kv(cache_to_kv(self._cache), self._attn, cache_to_kv(cache), attn)
+            kv_into_cache(self._cache, kv)
+            self._next_pos = torch.cat([self._next_pos, next_pos])
+            self._logits = torch.cat([self._logits, logits])
+        self.rows.extend(new)
+
+    def _drop(self, rows: list[int]) -> None:
+        if not rows:
+            return
+        gone = set(rows)
+        keep = [i for i in range(len(self.rows)) if i not in gone]
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self._cache = self._attn = self._next_pos = self._logits = None
+            return
+        index = torch.tensor(keep, device=self.device)
+        kv, self._attn = select_kv(cache_to_kv(self._cache), self._attn, index)
+        kv_into_cache(self._cache, kv)
+        self._next_pos, self._logits = self._next_pos[index], self._logits[index]
+
+    def _advance(self, seq: Sequence, token: int, logprob: float, alts) -> bool:
+        """Append ``token`` to ``seq``, update its text, emit the delta; True when the row is finished."""
+        seq.token_ids.append(token)
+        seq.logprobs.append(logprob)
+        params, reason = seq.params, None
+        if token in self.eos:
+            reason = "stop"
+        else:
+            before = len(seq.text)
+            text = self.tokenizer.decode(seq.token_ids, skip_special_tokens=True)
+            longest = max((len(s) for s in params.stop), default=0)
+            seq.text, hit = cut_at_stop(text, params.stop, max(0, min(before, len(text)) - longest + 1))
+            if hit:
+                reason = "stop"
+            elif len(seq.token_ids) >= params.max_tokens:
+                reason = "length"
+        end = len(seq.text) if reason else max(seq.sent, len(seq.text) - held_back(seq.text, params.stop))
+        delta, seq.sent = seq.text[seq.sent : end], end
+        seq.finish_reason = reason
+        seq.sink(Delta(token, logprob, delta, alts, reason))
+        return reason is not None
+
+    # -- for callers without a thread (tests, scripts) -------------------------------------------------------------
+    def run_until_idle(self, max_steps: int = 100_000) -> None:
+        """Step until no row is running and none is waiting (only when the thread is not started)."""
+        for _ in range(max_steps):
+            if not self.step():
+                return
