@@ -41,7 +41,6 @@ COMMANDS: dict[str, Command] = {
     ),
     "dpo": Command("rewardloop.algorithms.dpo", "DPOConfig", "train", help="direct preference optimisation"),
     "serve": Command("rewardloop.serve", "ServeConfig", "serve", help="OpenAI-compatible server, logs to the store"),
-    "serve": Command("rewardloop.serve", "ServeConfig", "serve", help="OpenAI-compatible server, logs to the store"),
     "feedback": Command(
         "rewardloop.store.export",
         "FeedbackConfig",
