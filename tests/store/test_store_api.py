@@ -77,6 +77,8 @@ def test_interaction_round_trip(store):
             "propensity: expected a probability in (0, 1], got 1.5",
         ),
         ({"prompt": "p", "completion": "c", "candidate_index": 2, "n_candidates": 2}, "candidate_index: expected"),
+        ({"prompt": "p", "completion": "c", "user_id": "u" * 201}, "user_id: expected a string of at most 200"),
+        ({"id": "r" * 65, "prompt": "p", "completion": "c"}, "id: expected a string of at most 64 characters"),
     ],
 )
 def test_interaction_validation_names_the_field(store, fields, message):
@@ -148,6 +150,7 @@ def test_engagement_events_are_the_reward_vocabulary(store):
         (dict(kind="thumbs", value=1, event="click"), "event: only engagement feedback has an event"),
         (dict(kind="comment", comment="  "), "comment: kind='comment' needs a non-empty comment"),
         (dict(kind="thumbs", value=1, idempotency_key=""), "idempotency_key: expected a non-empty string"),
+        (dict(kind="thumbs", value=1, user_id="a" * 201), "user_id: expected a string of at most 200 characters"),
     ],
 )
 def test_feedback_validation_names_field_and_value(store, item, message):

@@ -117,8 +117,8 @@ def validate_feedback(item: Mapping[str, Any]) -> dict[str, Any]:
     if kind == "comment" and not (comment or "").strip():
         raise FeedbackError(f"comment: kind='comment' needs a non-empty comment, got {comment!r}")
     user = item.get("user_id")
-    if user is not None and not isinstance(user, str):
-        raise FeedbackError(f"user_id: expected a string, got {user!r}")
+    if user is not None and (not isinstance(user, str) or len(user) > 200):
+        raise FeedbackError(f"user_id: expected a string of at most 200 characters, got {user!r}")
     return {
         "response_id": rid,
         "kind": kind,
@@ -349,6 +349,10 @@ def _interaction_row(fields: Mapping[str, Any]) -> dict[str, Any]:
     for field in ("id", "model_version", "prompt", "completion"):
         if not isinstance(row.get(field), str):
             raise StoreError(f"{field}: expected a string, got {row.get(field)!r}")
+    for field, most in (("id", 64), ("model_version", 200), ("user_id", 200), ("session_id", 200)):
+        v = row.get(field)
+        if v is not None and (not isinstance(v, str) or len(v) > most):
+            raise StoreError(f"{field}: expected a string of at most {most} characters, got {v!r}")
     if not row["id"]:
         raise StoreError("id: empty response id")
     if row["kind"] == "chat" and not (isinstance(messages, list) and messages):
