@@ -173,3 +173,16 @@ def test_builtins_take_conversational_completions_as_trl_passes_them(name, kwarg
     assert fn(prompts=prompts, completions=messages, **cols, **kwargs) == fn(
         prompts=["q"] * 3, completions=texts, **cols, **kwargs
     )
+
+
+def test_inline_scorers_run_in_the_callers_thread():
+    seen = []
+
+    def scorer(prompts, completions, **_):
+        seen.append(threading.current_thread())
+        return [1.0] * len(completions)
+
+    score_completions({"plain": scorer}, ["p"], ["c"], timeout=5.0)
+    scorer.inline = True
+    score_completions({"inline": scorer}, ["p"], ["c"], timeout=5.0)
+    assert seen[0] is not threading.current_thread() and seen[1] is threading.current_thread()

@@ -81,6 +81,7 @@ class RewardModelScorer:
         self.members = members or [load_value_model(d, device) for d in self.dirs]
         self.penalty, self.normalize, self.batch_size = uncertainty_penalty, normalize, batch_size
         self.last_stats: dict[str, torch.Tensor] = {}
+        self.inline = True  # trusted model code: scored in the caller's thread (its torch threads), no deadline
         self.__name__ = f"reward_model[{Path(self.dirs[0]).name if self.dirs else 'in-memory'}]"
 
     def member_scores(self, prompts: list[Any], completions: list[Any]) -> torch.Tensor:

@@ -46,9 +46,11 @@ class ScoredBatch:
 def with_timeout(fn: Callable[..., list[float]], seconds: float | None) -> Callable[..., list[float]]:
     """``fn`` run in a daemon thread; raises ``RewardTimeout`` when it has not returned after ``seconds``.
 
-    ``seconds=None`` returns ``fn`` unchanged. Wrapping twice keeps the innermost deadline semantics.
+    ``seconds=None`` returns ``fn`` unchanged, and so does a function marked ``inline = True`` (trusted in-process
+    scorers such as reward models: a worker thread would run their forward passes with another torch thread pool).
+    Wrapping twice keeps the innermost deadline semantics.
     """
-    if seconds is None:
+    if seconds is None or getattr(fn, "inline", False):
         return fn
 
     @functools.wraps(fn)
