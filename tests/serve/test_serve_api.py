@@ -193,3 +193,49 @@ def test_feedback_idempotent_and_validated(client, live, store):
     assert bad_batch.status_code == 422 and bad_batch.json()["error"]["param"] == "items[1].kind"
     kinds = [f["kind"] for f in store.feedback_since(0) if f["response_id"] == rid]
     assert sorted(kinds) == ["engagement", "rating", "thumbs"]
+
+
+def test_a_consumer_that_stops_early_cancels_its_rows(tiny_llama, tokenizer):
+    """What a streaming client that disconnects does: the response generator is closed after its first delta."""
+    import asyncio
+
+    from rewardloop.serve.app import Choice, run_choices
+    from rewardloop.serve.engine import ContinuousBatcher, SamplingParams
+
+    engine = ContinuousBatcher(tiny_llama, tokenizer)
+    submitted = []
+    submit = engine.submit
+    engine.submit = lambda *a: submitted.append(submit(*a)) or submitted[-1]
+    ids = tokenizer("9")["input_ids"]
+    choices = [Choice(i, "9", ids, SamplingParams(max_tokens=50, temperature=0), i, 2) for i in range(2)]
+
+    async def first_then_close():
+        stream = run_choices(engine, choices)
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0)  # the generator submits its rows
+        engine.step()  # the engine thread is not started: step by hand
+        await asyncio.wait_for(first, 10)
+        await stream.aclose()
+
+    asyncio.run(asyncio.wait_for(first_then_close(), 30))
+    assert len(submitted) == 2 and all(s.cancelled for s in submitted)
+    engine.run_until_idle()
+    assert not engine.rows and all(len(s.token_ids) == 1 for s in submitted)
+
+
+class FailingStore:
+    def log_interaction(self, **fields):
+        raise OSError("disk full")
+
+
+def test_an_unlogged_answer_is_a_500_not_a_response_id(tiny_llama, tokenizer):
+    from fastapi.testclient import TestClient
+
+    from rewardloop.serve import ServeConfig, create_app
+
+    cfg = ServeConfig.model_validate({"serve": {"model_name": MODEL}})
+    with TestClient(create_app(cfg, model=tiny_llama, tokenizer=tokenizer, store=FailingStore())) as c:
+        r = c.post("/v1/completions", json={"model": MODEL, "prompt": "1", "max_tokens": 3})
+        assert r.status_code == 500 and "disk full" in r.json()["error"]["message"] and "id" not in r.json()
+        lines = c.post("/v1/completions", json={"model": MODEL, "prompt": "1", "max_tokens": 3, "stream": True}).text
+        assert "disk full" in lines and "[DONE]" not in lines
