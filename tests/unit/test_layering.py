@@ -26,6 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "rewards": BOTTOM | {"chat", "models"},
     "envs": BOTTOM | {"rewards", "data"},
     "rollout": BOTTOM | {"chat", "envs", "rewards", "models"},
+    "store": BOTTOM | {"data", "rewards"},  # the only package importing sqlalchemy
+    "serve": BOTTOM | {"chat", "models", "rollout", "store"},  # the only package importing fastapi / uvicorn
 }
 TOP = {"cli", "quickstart"}
 
@@ -150,3 +152,23 @@ def test_algorithms_share_code_through_common_only():
         and module not in ("rewardloop.algorithms", "rewardloop.algorithms.common")
     }
     assert not bad, "algorithms importing each other:\n" + "\n".join(sorted(bad))
+
+
+# heavy optional library → the one package allowed to import it (DESIGN.md §2)
+OWNERS = {"sqlalchemy": "store", "alembic": "store", "psycopg": "store", "fastapi": "serve", "uvicorn": "serve",
+          "starlette": "serve", "ray": "distributed", "trl": None, "vllm": None}  # fmt: skip
+
+
+def test_heavy_libraries_are_imported_only_by_their_package():
+    bad = []
+    for path in sorted(SRC.rglob("*.py")):
+        package = package_of(module_name(path))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top in OWNERS and OWNERS[top] != package:
+                    bad.append(f"{path.relative_to(SRC)}:{node.lineno} imports {top} (owner: {OWNERS[top] or 'none'})")
+    assert not bad, "\n".join(bad)
