@@ -100,6 +100,9 @@ class RunConfig(Section):
     save_every: int = Field(0, ge=0, description="checkpoint every N steps (0 = only at the end)")
     log_every: int = Field(1, ge=1)
     progress: bool = True
+    max_bad_updates: int = Field(
+        3, ge=1, description="non-finite loss / gradients: skip the update, stop after this many in a row"
+    )
     report_to: list[Tracker] = Field(
         default_factory=list,
         description="experiment trackers that also receive every logged row (docs/guides/tracking.md); each needs "

@@ -6,6 +6,7 @@ Deliberately not a Trainer base class: each algorithm's ``train`` calls these an
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import random
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from rewardloop.rewards.registry import resolve_reward
 from rewardloop.rollout.collect import EnvFactory, collect, collect_step
 from rewardloop.types import Rollout
 
+log = logging.getLogger(__name__)
 EVAL_SEED_OFFSET = 10**9  # evaluation episodes use environment seeds no training step reaches
 
 
@@ -56,13 +58,41 @@ def make_optimizer(
 
 
 def clip_and_step(model: torch.nn.Module, opt, sched, max_grad_norm: float | None) -> float:
-    """Gradient-norm clipping, optimizer and scheduler step; returns the pre-clip grad norm."""
+    """Gradient-norm clipping, optimizer and scheduler step; returns the pre-clip grad norm.
+
+    Non-finite gradients (NaN / inf anywhere) skip the step — nothing is written into the weights or the optimizer
+    moments — and the returned norm is non-finite, for ``guard_numerics`` to count."""
     params = [p for p in model.parameters() if p.requires_grad]
     norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm else float("inf"))
-    opt.step()
-    sched.step()
+    if torch.isfinite(norm):
+        opt.step()
+        sched.step()
     opt.zero_grad(set_to_none=True)
     return float(norm)
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced non-finite losses or gradients in too many updates in a row."""
+
+
+GUARDED = ("loss", "loss/total", "loss/policy", "loss/value", "train/loss", "grad_norm")
+
+
+def guard_numerics(row: dict[str, Any], streak: int, limit: int, step: int) -> int:
+    """Count updates with a non-finite loss or gradient norm in ``row`` (their optimizer step was skipped by
+    ``clip_and_step``); returns the new streak, and raises ``NonFiniteError`` after ``limit`` in a row."""
+    bad = [k for k in GUARDED if isinstance(row.get(k), float) and not math.isfinite(row[k])]
+    if not bad:
+        return 0
+    row["update_skipped"] = 1
+    log.warning("step %d: non-finite %s; the update was skipped (%d in a row)", step, ", ".join(bad), streak + 1)
+    if streak + 1 >= limit:
+        raise NonFiniteError(
+            f"step {step}: non-finite {', '.join(bad)} in {streak + 1} updates in a row (run.max_bad_updates="
+            f"{limit}); the weights hold the last finite update. Lower optim.lr, check the rewards' scale, or "
+            "turn off model.autocast"
+        )
+    return streak + 1
 
 
 class RLConfig(RewardSection):

@@ -30,6 +30,7 @@ from rewardloop.algorithms.common import (
     batches,
     clip_and_step,
     finish_policy_run,
+    guard_numerics,
     make_optimizer,
     progress,
     seed_everything,
@@ -300,6 +301,7 @@ def train(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
     bar = progress(cfg.steps, step, "dpo", cfg.run.progress)
     order = batches(len(enc_train), min(cfg.batch_size, len(enc_train)), rng, skip=step)  # resume: replay the order
     model.train()
+    bad = 0  # updates in a row with a non-finite loss / gradient (skipped)
     while step < cfg.steps:
         # 2. One step on a batch of pairs.
         idx = next(order)
@@ -309,6 +311,7 @@ def train(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
         row |= {"loss": loss.item(), "grad_norm": clip_and_step(model, opt, sched, cfg.optim.max_grad_norm)}
         row["lr"] = sched.get_last_lr()[0]
         step += 1
+        bad = guard_numerics(row, bad, cfg.run.max_bad_updates, step)
         # 3. Evaluate, log, checkpoint.
         if step % cfg.eval_every == 0 or step == cfg.steps:
             row |= evaluate()

@@ -32,6 +32,7 @@ from rewardloop.algorithms.common import (
     evaluator,
     experience_sources,
     finish_policy_run,
+    guard_numerics,
     make_optimizer,
     policy_from,
     progress,
@@ -383,6 +384,7 @@ def train(cfg: GRPOConfig, resume: bool = False, *, model=None, tokenizer=None) 
     bar = progress(cfg.steps, step, cfg.estimator, cfg.run.progress)
     recent: list[dict] = []  # recent step metrics, for the degeneration warnings
     warned: dict[str, int] = {}
+    bad = 0  # updates in a row with a non-finite loss / gradient (skipped)
     while step < cfg.steps:
         # 1. Collect: N prompts × G samples, scored (dynamic sampling refills zero-variance groups).
         t0 = time.perf_counter()
@@ -397,6 +399,7 @@ def train(cfg: GRPOConfig, resume: bool = False, *, model=None, tokenizer=None) 
             t2 = time.perf_counter()
             # 3. Update: μ passes of clipped policy-gradient steps.
             row |= update(model, opt, sched, ro, est, cfg)  # applies model.autocast to its forward passes
+            bad = guard_numerics(row, bad, cfg.run.max_bad_updates, step + 1)
             t3 = time.perf_counter()
             n_tokens = int(ro.response_mask.sum())
             row |= rollout_metrics(ro, est, "task" if "task" in rewards.fns else None)

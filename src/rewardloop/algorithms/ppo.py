@@ -34,6 +34,7 @@ from rewardloop.algorithms.common import (
     clip_and_step,
     evaluator,
     experience_sources,
+    guard_numerics,
     make_optimizer,
     policy_from,
     progress,
@@ -397,6 +398,7 @@ def train(cfg: PPOConfig, resume: bool = False, *, model=None, tokenizer=None) -
         history["initial"] = run.log(0, evaluate())
     recent: list[dict] = [r for r in run.metrics() if "reward/mean" in r][-2 * diagnostics.DRIFT_WINDOW :]
     bar = progress(cfg.steps, step, "ppo", cfg.run.progress)
+    bad = 0  # updates in a row with a non-finite loss / gradient (skipped)
     while step < cfg.steps:
         t0 = time.perf_counter()
         with amp:  # forward passes in bf16 when model.autocast is set (update() applies it to its own)
@@ -422,6 +424,7 @@ def train(cfg: PPOConfig, resume: bool = False, *, model=None, tokenizer=None) -
             beta = adaptive_kl_update(beta, seq_kl, cfg.kl_target, cfg.kl_horizon, cfg.batch_size)
         row = step_metrics(ro, batch, {"collect": t1 - t0, "estimate": t2 - t1, "train": t3 - t2})
         row |= {"kl_coef": beta, "lr": opts["policy"][1].get_last_lr()[0], **stats}
+        bad = guard_numerics(row, bad, cfg.run.max_bad_updates, step)
         rm = rewards.model_stats().get("rm", {})
         if rm:
             row |= {"rm/score": float(rm["mean"].mean()), "rm/std": float(rm["std"].mean())}
@@ -455,8 +458,9 @@ def _step(cfg: PPOConfig, policy, critic, opts) -> float:
     if critic.shared:
         opt, sched = opts["policy"]
         return clip_and_step(critic, opt, sched, cfg.optim.max_grad_norm)
-    clip_and_step(critic, *opts["value"], cfg.critic_optim.max_grad_norm)
-    return clip_and_step(policy, *opts["policy"], cfg.optim.max_grad_norm)
+    value_norm = clip_and_step(critic, *opts["value"], cfg.critic_optim.max_grad_norm)
+    policy_norm = clip_and_step(policy, *opts["policy"], cfg.optim.max_grad_norm)
+    return policy_norm if math.isfinite(value_norm) else value_norm  # either non-finite: the guard counts it
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -24,7 +24,15 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from rewardloop.algorithms.common import batches, clip_and_step, make_optimizer, progress, seed_everything, show
+from rewardloop.algorithms.common import (
+    batches,
+    clip_and_step,
+    guard_numerics,
+    make_optimizer,
+    progress,
+    seed_everything,
+    show,
+)
 from rewardloop.config import ModelConfig, OptimConfig, RunConfig, Section
 from rewardloop.envs.tasks import TaskConfig, check_preference_task, load_task, reject_keys
 from rewardloop.models import load_pretrained, load_tokenizer, mixed_precision
@@ -184,6 +192,7 @@ def _train_member(cfg: RewardModelConfig, run: RunDir, k: int, train_rows, test_
     bar = progress(cfg.steps, step, f"reward {k + 1}/{cfg.ensemble}", cfg.run.progress)
     order = batches(len(rows), min(cfg.batch_size, len(rows)), rng, skip=step)  # resume: replay the data order
     model.train()
+    bad = 0  # updates in a row with a non-finite loss / gradient (skipped)
     while step < cfg.steps:
         # 2. Bradley–Terry step on a batch of pairs.
         with mixed_precision(cfg.model, device):  # bf16 forward when model.autocast is set
@@ -194,6 +203,7 @@ def _train_member(cfg: RewardModelConfig, run: RunDir, k: int, train_rows, test_
         step += 1
         row = {"member": k, "train/loss": loss.item(), "train/accuracy": pairwise_accuracy(rc, rr)}
         row |= {"train/margin": float((rc - rr).mean().detach()), "grad_norm": grad_norm, "lr": sched.get_last_lr()[0]}
+        bad = guard_numerics(row, bad, cfg.run.max_bad_updates, offset + step)
         # 3. Evaluate on held-out pairs, log, checkpoint.
         if step % cfg.eval_every == 0 or step == cfg.steps:
             row |= evaluate_pairs(model, tok, test_rows)

@@ -18,6 +18,7 @@ from rewardloop.algorithms.common import (
     clip_and_step,
     evaluate_generation,
     finish_policy_run,
+    guard_numerics,
     make_optimizer,
     progress,
     seed_everything,
@@ -90,6 +91,7 @@ def train(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
     bar = progress(cfg.steps, step, "sft", cfg.run.progress)
     order = batches(len(train_ex), min(cfg.batch_size, len(train_ex)), rng, skip=step)  # resume: replay the order
     model.train()
+    bad = 0  # updates in a row with a non-finite loss / gradient (skipped)
     while step < cfg.steps:
         # 2. One optimisation step on a shuffled batch.
         batch = collate([train_ex[i] for i in next(order)], tokenizer.pad_token_id, device)
@@ -99,6 +101,7 @@ def train(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
         grad_norm = clip_and_step(model, opt, sched, cfg.optim.max_grad_norm)
         step += 1
         row = {"train/loss": loss.item(), "grad_norm": grad_norm, "lr": sched.get_last_lr()[0]}
+        bad = guard_numerics(row, bad, cfg.run.max_bad_updates, step)
         # 3. Evaluate, log, checkpoint.
         if step % cfg.eval_every == 0 or step == cfg.steps:
             row |= evaluate()
