@@ -195,3 +195,10 @@ def test_emit_deduplicates_per_kind():
     assert diagnostics.emit(msg, 1, seen, every=50) == msg
     assert diagnostics.emit(["entropy collapsed to 0.02 nats/token: ..."], 2, seen, every=50) == []
     assert diagnostics.emit(msg, 60, seen, every=50) == msg
+
+
+def test_config_rejects_a_minibatch_larger_than_the_batch():
+    from rewardloop.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="mini_batch_size=64 must be ≤ batch_size=32"):
+        load_config(PPOConfig, None, ["batch_size=32", "mini_batch_size=64"])

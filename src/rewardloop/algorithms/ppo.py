@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rewardloop import diagnostics
 from rewardloop.algorithms.common import (
@@ -114,6 +114,12 @@ class PPOConfig(RLConfig):
     eval_every: int = Field(20, ge=1)
     eval_size: int = Field(200, ge=1)
     sample_k: int = Field(2, ge=0, description="best/worst samples written to samples.jsonl each logged step")
+
+    @model_validator(mode="after")
+    def _check(self) -> PPOConfig:
+        if self.mini_batch_size > self.batch_size:
+            raise ValueError(f"mini_batch_size={self.mini_batch_size} must be ≤ batch_size={self.batch_size}")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------------------------
