@@ -255,6 +255,28 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_config_text(path: str | Path) -> str:
+    """The text of config file ``path``; ``ConfigError`` naming it when it is missing, a directory, unreadable or
+    not text (binary: NUL bytes or not UTF-8)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config path {path} is a directory, not a YAML config file")
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}") from None
+    try:
+        if b"\x00" in data:
+            raise UnicodeDecodeError("utf-8", data, data.index(b"\x00"), data.index(b"\x00") + 1, "NUL byte")
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {path} is not a text/YAML file (binary content at byte {e.start}); pass a YAML config"
+        ) from None
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Read YAML ``path`` (optional), apply dotted ``overrides`` and validate into ``cls``."""
     # Start from the class's own defaults, so a file or override that sets one field of a section keeps the
@@ -263,10 +285,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     source = "defaults"
     if path is not None:
         source = str(path)
-        try:
-            text = Path(path).read_text()
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
+        text = read_config_text(path)
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as e:

@@ -12,7 +12,11 @@ Layout::
     runs/<name>/trackers.json          each tracker's run id, so that ``--resume`` continues the same tracker runs
 
 Checkpoints are written into a temporary directory and renamed into place, and ``latest`` is replaced atomically, so
-a crash mid-write leaves the previous checkpoint intact; ``--resume`` continues from ``latest``.
+a crash mid-write leaves the previous checkpoint intact; ``--resume`` continues from the newest checkpoint. A damaged
+one (a truncated weights / optimizer / RNG file, an empty or missing state.json, ``latest`` naming a directory that is
+gone) is skipped with a warning naming the bad file, and the next older one is loaded; when none is intact, resume
+raises ``CheckpointError`` naming the run directory. Temporary directories and files left by a kill during a write
+are removed when the run is reopened.
 
 Every trainer uses the same loop plumbing::
 
@@ -27,6 +31,7 @@ Every trainer uses the same loop plumbing::
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -42,6 +47,13 @@ from pydantic import BaseModel
 from rewardloop.config import RunConfig, dump_config
 from rewardloop.models.loading import atomic_dir, replace_dir, save_model
 from rewardloop.tracking import Tracker, check_installed, open_trackers
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be loaded (damaged or missing file), or no checkpoint of a run is intact; the message names
+    the file or the run directory (the CLI turns it into exit status 2)."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -89,6 +101,7 @@ class RunDir:
             )
         check_installed(run.report_to)
         path.mkdir(parents=True, exist_ok=True)
+        remove_partial_writes(path)
         rd = cls(path, run.report_to, command, config, resuming=resume)
         if config is not None:
             _write_atomic(path / "config.yaml", dump_config(config))
@@ -149,11 +162,29 @@ class RunDir:
         return self.path / "checkpoints"
 
     def latest_checkpoint(self) -> Path | None:
+        """The newest checkpoint whose ``state.json`` reads (None when there is none); ``resume`` also checks the
+        other files and falls back further when one of them is damaged."""
+        for ckpt in self.checkpoint_candidates(warn=False):
+            try:
+                read_state(ckpt)
+            except CheckpointError:
+                continue
+            return ckpt
+        return None
+
+    def checkpoint_candidates(self, warn: bool = True) -> list[Path]:
+        """The checkpoint directories, newest first: ``checkpoints/step-*`` by step, and the one ``latest`` names.
+
+        ``latest`` naming a directory that does not exist is reported (``warn``) and skipped."""
+        found = {p.name: p for p in self.checkpoints.glob("step-*") if p.is_dir()}
         pointer = self.checkpoints / "latest"
-        if not pointer.exists():
-            return None
-        ckpt = self.checkpoints / pointer.read_text().strip()
-        return ckpt if (ckpt / "state.json").exists() else None
+        if pointer.exists():
+            name = pointer.read_text(errors="replace").strip()
+            if name and (self.checkpoints / name).is_dir():
+                found.setdefault(name, self.checkpoints / name)
+            elif warn:
+                log.warning("%s names checkpoint %r, which does not exist; trying older checkpoints", pointer, name)
+        return sorted(found.values(), key=lambda p: _step_of(p.name), reverse=True)
 
     def save_checkpoint(
         self,
@@ -190,13 +221,25 @@ class RunDir:
         optimizers: dict[str, torch.optim.Optimizer] | None = None,
         generators: dict[str, torch.Generator] | None = None,
     ) -> dict[str, Any]:
-        """Restore weights, optimizer and RNG states from ``ckpt`` in place; returns its ``state.json``."""
+        """Restore weights, optimizer and RNG states from ``ckpt`` in place; returns its ``state.json``.
+
+        Every file is read and checked first, and only then restored into the objects, so a damaged file
+        (``CheckpointError`` naming it) leaves them untouched."""
+        optimizers, generators = optimizers or {}, generators or {}
+        state = read_state(ckpt)
+        weights = {name: read_weights(model, ckpt / name) for name, model in models.items()}
+        optim_states = {name: read_optimizer(opt, ckpt / f"optim-{name}.pt") for name, opt in optimizers.items()}
+        rng = _torch_load(ckpt / "rng.pt")
+        missing = [k for k in ("python", "numpy", "torch") if not isinstance(rng, dict) or k not in rng]
+        missing += [f"generators.{k}" for k in generators if not missing and k not in rng.get("generators", {})]
+        if missing:
+            raise CheckpointError(f"{ckpt / 'rng.pt'}: damaged RNG state (missing {', '.join(missing)})")
         for name, model in models.items():
-            restore_weights(model, ckpt / name)
-        for name, opt in (optimizers or {}).items():
-            opt.load_state_dict(torch.load(ckpt / f"optim-{name}.pt", weights_only=False))
-        restore_rng(torch.load(ckpt / "rng.pt", weights_only=False), generators or {})
-        return json.loads((ckpt / "state.json").read_text())
+            apply_weights(model, weights[name], ckpt / name)
+        for name, opt in optimizers.items():
+            opt.load_state_dict(optim_states[name])
+        restore_rng(rng, generators)
+        return state
 
     def resume(
         self,
@@ -204,15 +247,36 @@ class RunDir:
         optimizers: dict[str, torch.optim.Optimizer] | None = None,
         generators: dict[str, torch.Generator] | None = None,
     ) -> dict[str, Any] | None:
-        """On ``--resume``: restore the latest checkpoint in place and return its state (``{"step": N, ...}``).
+        """On ``--resume``: restore the newest intact checkpoint in place and return its state (``{"step": N, ...}``).
 
-        Rows logged after that step are dropped from metrics.jsonl and samples.jsonl (the resumed run logs them
-        again), so each step is logged once. Returns None when the run was not opened with ``resume`` or has no
+        Checkpoints are tried newest first; one that fails to load (a damaged or missing file) is skipped with a
+        warning naming the file, and the next one overwrites everything the failed attempt may have restored. When
+        checkpoints exist but none loads, ``CheckpointError`` names the run directory (never a silent restart).
+
+        Rows logged after the restored step are dropped from metrics.jsonl and samples.jsonl (the resumed run logs
+        them again), so each step is logged once. Returns None when the run was not opened with ``resume`` or has no
         checkpoint yet; in the latter case the interrupted run's rows are dropped too, as it starts over."""
         if not self.resuming:
             return None
-        ckpt = self.latest_checkpoint()
-        state = self.load_checkpoint(ckpt, models, optimizers, generators) if ckpt is not None else None
+        candidates = self.checkpoint_candidates()
+        state, problems = None, []
+        for ckpt in candidates:
+            try:
+                state = self.load_checkpoint(ckpt, models, optimizers, generators)
+                break
+            except Exception as e:  # any load failure: fall back to the next older checkpoint
+                problem = str(e) if isinstance(e, CheckpointError) else f"{ckpt}: {type(e).__name__}: {e}"
+                problems.append(problem)
+                log.warning("checkpoint %s cannot be loaded, trying an older one: %s", ckpt.name, problem)
+        pointer = self.checkpoints / "latest"
+        if state is None and (candidates or pointer.exists()):
+            detail = "\n  - ".join(problems or [f"{pointer} names a checkpoint that does not exist"])
+            raise CheckpointError(
+                f"run directory {self.path}: no intact checkpoint to resume from:\n  - {detail}\n"
+                "start a new run (another run.name), or remove the checkpoints directory to start this one over"
+            )
+        if state is not None and problems:
+            log.warning("resuming %s from %s (step %s)", self.path, ckpt.name, state["step"])
         self.resumed_step = state["step"] if state is not None else -1
         self.drop_logs_after(self.resumed_step)
         return state
@@ -231,6 +295,74 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _step_of(name: str) -> int:
+    try:
+        return int(name.removeprefix("step-"))
+    except ValueError:
+        return -1
+
+
+def remove_partial_writes(run_dir: Path) -> None:
+    """Remove what a kill during a write left behind: the temporary directories of ``atomic_dir`` (``.X.tmp-*``) and
+    ``_write_atomic``'s temporary files, in the run directory, its checkpoints and final models. A ``.X.old-*`` copy
+    from ``replace_dir`` is put back when ``X`` itself is gone (the kill fell between its two renames), else removed."""
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "final"):
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            name = entry.name
+            if not name.startswith(".") or (".tmp-" not in name and ".old-" not in name):
+                continue
+            original = folder / name[1:].rsplit(".tmp-" if ".tmp-" in name else ".old-", 1)[0]
+            if ".old-" in name and entry.is_dir() and not original.exists():
+                os.replace(entry, original)
+                log.warning("restored %s from %s (a run was killed while replacing it)", original, name)
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            log.warning("removed %s, left by a run killed while writing %s", entry, original.name)
+
+
+def read_state(ckpt: Path) -> dict[str, Any]:
+    """``ckpt/state.json``: a mapping with an integer ``step`` (else ``CheckpointError`` naming the file)."""
+    path = ckpt / "state.json"
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: damaged ({'empty' if not path.stat().st_size else e})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise CheckpointError(f"{path}: damaged (no integer 'step')")
+    return state
+
+
+def _torch_load(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as e:  # truncated / corrupt pickles raise many kinds
+        raise CheckpointError(f"{path}: damaged ({type(e).__name__}: {e})") from None
+
+
+def read_optimizer(opt: torch.optim.Optimizer, path: Path) -> dict[str, Any]:
+    """An optimizer's saved state dict, checked against ``opt``'s parameter groups before anything is restored."""
+    sd = _torch_load(path)
+    if (
+        not isinstance(sd, dict)
+        or not isinstance(sd.get("state"), dict)
+        or not isinstance(sd.get("param_groups"), list)
+    ):
+        raise CheckpointError(f"{path}: damaged (not an optimizer state dict)")
+    saved = [len(g.get("params", ())) for g in sd["param_groups"]]
+    if saved != [len(g["params"]) for g in opt.param_groups]:
+        raise CheckpointError(f"{path}: its parameter groups {saved} do not match the optimizer's")
+    return sd
 
 
 def read_metrics(run_dir: str | Path, name: str = "metrics.jsonl") -> list[dict[str, Any]]:
@@ -268,23 +400,44 @@ def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator]) -
         g.set_state(state["generators"][k])
 
 
-def restore_weights(model, path: Path) -> None:
-    """Load the safetensors weights saved by ``save_model`` into ``model`` (full model or LoRA adapter)."""
+def read_weights(model, path: Path) -> dict[str, torch.Tensor]:
+    """The safetensors weights saved by ``save_model`` in ``path`` (full model or LoRA adapter); ``CheckpointError``
+    names a missing or damaged file. (Names are checked when ``apply_weights`` loads them: models such as the value
+    model map their keys in ``load_state_dict``; a mismatch there is an error and ``resume`` reloads everything from
+    the next checkpoint.)"""
     from safetensors.torch import load_file
 
+    files = (
+        [path / "adapter_model.safetensors"] if hasattr(model, "peft_config") else sorted(path.glob("*.safetensors"))
+    )
+    if not files or not files[0].is_file():
+        raise CheckpointError(
+            f"{files[0] if files else path / 'model.safetensors'}: missing (no *.safetensors weights)"
+        )
+    sd = {}
+    for f in files:
+        try:
+            sd.update(load_file(f))
+        except Exception as e:  # SafetensorError, OSError: a truncated or corrupt file
+            raise CheckpointError(f"{f}: damaged ({type(e).__name__}: {e})") from None
+    return sd
+
+
+def apply_weights(model, sd: dict[str, torch.Tensor], path: Path) -> None:
+    """Load weights read by ``read_weights`` into ``model`` in place."""
     if hasattr(model, "peft_config"):
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
+        set_peft_model_state_dict(model, sd)
         return
-    sd = {}
-    for f in sorted(path.glob("*.safetensors")):
-        sd.update(load_file(f))
-    if not sd:
-        raise FileNotFoundError(f"no *.safetensors weights in {path}")
     missing, unexpected = model.load_state_dict(sd, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
     tied |= {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
     bad = [k for k in missing if k not in tied] + list(unexpected)
     if bad:
-        raise ValueError(f"checkpoint {path} does not match the model: {bad[:5]}")
+        raise CheckpointError(f"checkpoint {path} does not match the model: {bad[:5]}")
+
+
+def restore_weights(model, path: Path) -> None:
+    """Load the safetensors weights saved by ``save_model`` into ``model`` (full model or LoRA adapter)."""
+    apply_weights(model, read_weights(model, path), path)

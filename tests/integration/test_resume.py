@@ -272,3 +272,21 @@ def test_checkpoint_restores_python_numpy_torch_and_generator_rng(tmp_path, tiny
     assert state == {"step": 3, "x": 1}
     assert draw() == first
     assert any(p.abs().sum() > 0 for p in model.parameters())  # weights came back from disk
+
+
+def test_damaged_latest_checkpoint_resumes_from_the_previous_one(tmp_path, monkeypatch, caplog, uninterrupted):
+    """A kill after step 11 leaves checkpoints 5 and 10; step 10's optimizer file is truncated: resume warns naming
+    it, continues from step 5, logs each step once and ends with the uninterrupted run's weights."""
+    cfg = config(tmp_path, "damaged")
+    with monkeypatch.context() as m:
+        crash_on_step(m, 11)
+        with pytest.raises(Interrupt):
+            sft.train(cfg)
+    bad = tmp_path / "damaged" / "checkpoints" / "step-0000010" / "optim-policy.pt"
+    bad.write_bytes(bad.read_bytes()[:100])
+    with caplog.at_level("WARNING", logger="rewardloop.runs"):
+        result = sft.train(cfg, resume=True)
+    assert str(bad) in caplog.text
+    assert [r["step"] for r in runs.read_metrics(result["run_dir"])] == list(range(STEPS + 1))
+    expected, actual = weights(uninterrupted("sft")), weights(result)
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rewardloop.algorithms.sft import SFTConfig
 from rewardloop.config import ConfigError, ModelConfig, Section, dump_config, load_config, parse_overrides
@@ -248,3 +252,48 @@ def test_cli_config_error_exits_2_and_creates_no_run_directory(tmp_path, capsys)
     assert not root.exists()
     assert main(["sft", "steps=2", f"run.root={root}", "run.report_to=[comet]"]) == 2
     assert "run.report_to" in capsys.readouterr().err and not root.exists()
+
+
+# -- property-based fuzzing: every YAML mapping / override ends in a valid config or a ConfigError ----------------
+_KEYS = st.sampled_from(["model", "optim", "run", "gen", "task", "steps", "lr", "max_length", "path", "seed", "lora"])
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**12), 10**12), st.floats(allow_nan=True), st.text(max_size=20)
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.one_of(_KEYS, st.text(max_size=8)), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+_MAPPINGS = st.dictionaries(st.one_of(_KEYS, st.text(max_size=10), st.integers(), st.booleans()), _VALUES, max_size=5)
+
+
+def _valid_or_config_error(path=None, overrides=None) -> None:
+    with contextlib.suppress(ConfigError):
+        assert isinstance(load_config(SFTConfig, path, overrides), SFTConfig)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=_MAPPINGS)
+def test_fuzz_yaml_mappings_load_or_raise_config_error(tmp_path, data):
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    _valid_or_config_error(path)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.one_of(st.text(max_size=200), st.binary(max_size=200).map(lambda b: b.decode("latin-1"))))
+def test_fuzz_arbitrary_file_text_loads_or_raises_config_error(tmp_path, text):
+    path = tmp_path / "fuzz.yaml"
+    path.write_bytes(text.encode("utf-8", "surrogatepass"))
+    _valid_or_config_error(path)
+
+
+_DOTTED = st.lists(st.one_of(_KEYS, st.text(max_size=6)), min_size=0, max_size=3).map(".".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(overrides=st.lists(st.tuples(_DOTTED, st.text(max_size=20)).map("=".join), max_size=4))
+def test_fuzz_overrides_load_or_raise_config_error(overrides):
+    _valid_or_config_error(None, overrides)

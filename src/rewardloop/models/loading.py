@@ -17,7 +17,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from rewardloop.config import LoraConfig, ModelConfig
+from rewardloop.config import ConfigError, LoraConfig, ModelConfig
 from rewardloop.models.presets import preset_config
 from rewardloop.models.tokenizer import build_tokenizer
 
@@ -41,20 +41,77 @@ def check_model_path(path: str, key: str = "model.path") -> None:
         raise FileNotFoundError(f"{key}={path!r}: no such local directory (a hub model is named 'org/name')")
 
 
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json", "*.h5", "*.msgpack")
+
+
+def check_model_dir(path: str, key: str = "model.path") -> None:
+    """A local ``path`` must be a model directory: config.json (or a LoRA adapter's adapter_config.json) and weights.
+    A file, or a directory without them, is a ``ConfigError`` naming ``key`` and the path (hub names pass)."""
+    local = Path(path).expanduser()
+    if not local.exists():
+        return
+    if not local.is_dir():
+        raise ConfigError(
+            f"{key}={path!r} is a file, not a model directory (save_pretrained's config.json + weights) or hub name"
+        )
+    if not (local / "config.json").exists() and not (local / "adapter_config.json").exists():
+        raise ConfigError(f"{key}={path!r}: the directory has no config.json; it is not a saved model")
+    if not any(next(local.glob(pattern), None) for pattern in WEIGHT_FILES):
+        raise ConfigError(
+            f"{key}={path!r}: the directory holds no model weights (model.safetensors, pytorch_model.bin or "
+            "adapter_model.safetensors)"
+        )
+
+
+def from_pretrained(load, source: str, key: str, **kwargs):
+    """``load(source, **kwargs)`` (a transformers ``from_pretrained``) with its OSErrors told plainly: a name that is
+    no local directory and cannot be fetched from the hub (offline, not cached, misspelt) names ``key`` and says so."""
+    try:
+        return load(source, **kwargs)
+    except OSError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if Path(source).expanduser().exists():
+            raise ConfigError(f"{key}={source!r}: cannot load the model directory: {first}") from None
+        from huggingface_hub import constants
+
+        offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        why = "offline (HF_HUB_OFFLINE=1) and not in the local cache" if offline else "not found or not reachable"
+        raise FileNotFoundError(
+            f"{key}={source!r}: no local directory of that name exists, and the hub model is {why} ({first})"
+        ) from None
+
+
+def check_max_length(model: PreTrainedModel, cfg: ModelConfig) -> None:
+    """``cfg.max_length`` must fit the model's positions (``max_position_embeddings`` / ``n_positions``)."""
+    for attr in ("max_position_embeddings", "n_positions"):
+        limit = getattr(model.config, attr, None)
+        if isinstance(limit, int) and limit > 0:
+            if cfg.max_length > limit:
+                where = cfg.path or f"preset {cfg.preset}"
+                raise ConfigError(
+                    f"model.max_length={cfg.max_length} exceeds the model's {attr}={limit} ({where}); "
+                    f"set model.max_length to at most {limit}"
+                )
+            return
+
+
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     """The tokenizer for ``cfg``: ``cfg.tokenizer`` or the model's own, else the built-in BPE tokenizer.
 
     A tokenizer without a pad token gets its EOS as pad (masks, not pad ids, decide what is real everywhere).
     """
     source = cfg.tokenizer or cfg.path
+    key = "model.tokenizer" if cfg.tokenizer else "model.path"
     if source is not None:
-        check_model_path(source, "model.tokenizer" if cfg.tokenizer else "model.path")
+        check_model_path(source, key)
+        if cfg.tokenizer is None and not (Path(source).expanduser() / "tokenizer_config.json").exists():
+            check_model_dir(source, key)  # a tokenizer-only directory is fine here; anything else must be a model
         if cfg.tokenizer is None and not (Path(source) / "tokenizer_config.json").exists():
             source = adapter_base(source) or source  # an adapter saved without a tokenizer: the base model's
     if source is None:
         tok = build_tokenizer()
     else:
-        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
+        tok = from_pretrained(AutoTokenizer.from_pretrained, source, key, trust_remote_code=cfg.trust_remote_code)
     if tok.pad_token is None:
         if tok.eos_token is None:
             raise ValueError(f"tokenizer {source!r} has neither a pad nor an eos token; set one before training")
@@ -73,10 +130,16 @@ def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, device: tor
     base = None
     if cfg.path is not None:
         check_model_path(cfg.path)
+        check_model_dir(cfg.path)
         base = adapter_base(cfg.path)  # a LoRA adapter directory: its base model first, the adapter below
-        model = AutoModelForCausalLM.from_pretrained(
-            base or cfg.path, dtype=dtype, trust_remote_code=cfg.trust_remote_code
+        model = from_pretrained(
+            AutoModelForCausalLM.from_pretrained,
+            base or cfg.path,
+            f"{cfg.path}: adapter base model" if base else "model.path",
+            dtype=dtype,
+            trust_remote_code=cfg.trust_remote_code,
         )
+        check_max_length(model, cfg)
     else:
         config = preset_config(
             cfg.preset,
