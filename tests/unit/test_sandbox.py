@@ -1,4 +1,5 @@
-"""The sandbox contains each attack (the host is unharmed and the next program runs), and the code reward scores.
+"""The sandbox contains each attack (the host is unharmed and the next program runs), and the code reward scores
+(forgery battery: test_sandbox_forgery.py).
 
 Tests that need namespaces (network, PID, private /tmp) skip on the rlimits-only backend; those that rely on the
 child not being the test's own user skip when rlimits-only runs as non-root (see docs/guides/sandbox.md).

@@ -82,16 +82,23 @@ def _boot(config_json: str) -> int:
         os.close(stdin_w)
         _exec_program(cfg, workdir, stdin_r, libc)
     os.close(stdin_r)
+    _report(status_fd, {"started": True})  # from here on, a missing final status is the program's doing
     _write_stdin(stdin_w, stdin_data)
+    import time
+
+    deadline = time.monotonic() + math.ceil(cfg["limits"]["wall_seconds"]) + 2
 
     def on_alarm(*_: object) -> None:  # the host is gone or late: end the run ourselves
+        if time.monotonic() < deadline - 0.5:  # not our alarm: the program (same uid in a user namespace) sent it
+            return
         # the program's own group when it called setsid; else the host kills the rest of the group
         _quietly(os.killpg if cfg["isolate"] else os.kill, pid, signal.SIGKILL)
+        _report(status_fd, {"kind": "signal", "code": signal.SIGKILL, "cpu_s": 0.0})
         os._exit(137)
 
     signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(math.ceil(cfg["limits"]["wall_seconds"]) + 2)
-    _, wstatus, usage = os.wait4(pid, 0)
+    _, wstatus, usage = os.wait4(pid, 0)  # a handler that returns (spurious SIGALRM): retried (PEP 475)
     signal.alarm(0)
     cpu_s = usage.ru_utime + usage.ru_stime
     if os.WIFSIGNALED(wstatus):
@@ -119,8 +126,8 @@ def _write_stdin(fd: int, data: bytes) -> None:
         threading.Thread(target=write, daemon=True).start()
 
 
-def _report(fd: int, status: dict) -> None:
-    _quietly(os.write, fd, json.dumps(status).encode())
+def _report(fd: int, status: dict) -> None:  # one JSON object a line: {"started": true}, then how it ended
+    _quietly(os.write, fd, json.dumps(status).encode() + b"\n")
 
 
 def _quietly(fn, *args) -> bool:  # contextlib.suppress without importing contextlib here
@@ -298,7 +305,9 @@ class SandboxResult:
     stdout: str
     stderr: str
     timed_out: bool  # the CPU or wall time limit ended it
-    killed_reason: str | None  # "wall_timeout" | "cpu_time" | "output_limit" | "signal:SIGSEGV" | ... | None
+    killed_reason: (
+        str | None
+    )  # "wall_timeout" | "cpu_time" | "output_limit" | "signal:SIGSEGV" | "sandbox_killed" | ... | None
     duration_s: float
 
     @property
@@ -551,10 +560,10 @@ def _collect(
                     reason = "output_limit"
     if reason is None and not _exited(proc.pid, deadline):
         reason = "wall_timeout"  # pipes closed but the process lingers (rlimits-only: a detached child)
-    try:
-        status = json.loads(bytes(bufs[status_r]) or b"{}")
-    except ValueError:
-        status = {}
+    status: dict = {}
+    for line in bytes(bufs[status_r]).splitlines():
+        with contextlib.suppress(ValueError, TypeError):
+            status.update(json.loads(line))
     return bytes(bufs[out_fd]), bytes(bufs[err_fd]), status, reason
 
 
@@ -647,6 +656,8 @@ def _result(
         returncode = code if status["kind"] == "exit" else -code
     elif reason is not None or proc.returncode < 0:  # killed before pid 1 could report
         returncode = proc.returncode if proc.returncode < 0 else -signal.SIGKILL
+    elif status.get("started"):  # the program ran, and pid 1 died without a word: the program's doing, not ours
+        returncode, reason = -signal.SIGKILL, "sandbox_killed"
     else:
         tail = err.decode("utf-8", errors="replace").strip()[-400:]
         raise SandboxError(f"the sandbox exited ({proc.returncode}) without a status: {tail}")
