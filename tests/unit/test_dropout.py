@@ -44,14 +44,14 @@ def train_mode_logprob_gap(model, tok) -> float:
 
 
 def test_rl_default_disables_dropout_so_train_mode_logprobs_match_sampling(gpt2_dir, tmp_path):
-    model, tok = load_pretrained(ModelConfig(path=str(gpt2_dir), device="cpu"))
+    model, tok = load_pretrained(ModelConfig(path=str(gpt2_dir), device="cpu", max_length=64))
     assert train_mode_logprob_gap(model, tok) < 1e-5
     saved = json.loads((save_model(model, tok, tmp_path / "resaved") / "config.json").read_text())
     assert saved["resid_pdrop"] == saved["embd_pdrop"] == saved["attn_pdrop"] == 0.0  # re-saved models keep it off
 
 
 def test_with_dropout_kept_train_mode_logprobs_differ(gpt2_dir):
-    model, tok = load_pretrained(ModelConfig(path=str(gpt2_dir), device="cpu", disable_dropout=False))
+    model, tok = load_pretrained(ModelConfig(path=str(gpt2_dir), device="cpu", max_length=64, disable_dropout=False))
     assert train_mode_logprob_gap(model, tok) > 1e-3
     assert SFTConfig().model.disable_dropout is False  # SFT keeps dropout by default, as TRL does
 
