@@ -21,7 +21,7 @@ from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig
 from rewardloop.envs.base import DatasetEnv, Environment
 from rewardloop.envs.tasks import Task
 from rewardloop.models import load_pretrained
-from rewardloop.models.loading import disable_dropout, resolve_device
+from rewardloop.models.loading import check_precision, disable_dropout, resolve_device
 from rewardloop.rewards.composite import RewardSection, RewardSet, build_rewards
 from rewardloop.rewards.registry import resolve_reward
 from rewardloop.rollout.collect import EnvFactory, collect, collect_step
@@ -122,7 +122,9 @@ def policy_from(cfg: ModelConfig, model=None, tokenizer=None):
         tokenizer.pad_token = tokenizer.eos_token
     if cfg.disable_dropout:
         disable_dropout(model)
-    return model.to(resolve_device(cfg.device)), tokenizer
+    device = resolve_device(cfg.device)
+    check_precision(cfg, device)
+    return model.to(device), tokenizer
 
 
 def experience_sources(cfg: RLConfig, task: Task, device) -> tuple[RewardSet, RewardSet, EnvFactory | None]:

@@ -26,11 +26,48 @@ transformers.utils.logging.disable_progress_bar()  # no "Writing model shards" b
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' → cuda when available, else cpu."""
+    """The device ``model.device`` names, probed rather than assumed: 'auto' → CUDA, then Apple MPS, then CPU; an
+    explicit 'cuda[:i]' / 'mps' that this machine cannot run is a ValueError saying so (not a crash inside torch)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"model.device={name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"model.device={name!r} but CUDA is not available (torch {torch.__version__}); use model.device=auto or cpu"
+        )
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"model.device={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not _mps_available():
+        raise ValueError(f"model.device={name!r} but Apple MPS is not available; use model.device=auto or cpu")
+    return device
+
+
+def check_precision(cfg: ModelConfig, device: torch.device) -> None:
+    """Precision the device can train in: a clear error here instead of a failure deep inside torch.
+
+    CPU: float32 and bfloat16 weights, bf16 autocast (emulated where the CPU has no bf16 units: slower, correct);
+    float16 weights are refused (CPU kernels miss ops and there is no loss scaling). CUDA: bfloat16 (weights or
+    autocast) needs a GPU that supports it (Ampere or newer)."""
+    wants_bf16 = cfg.dtype == "bfloat16" or cfg.autocast == "bfloat16"
+    if device.type == "cpu" and cfg.dtype == "float16":
+        raise ValueError("model.dtype=float16 cannot train on CPU (missing fp16 kernels, no loss scaling); use "
+                         "bfloat16 or float32")  # fmt: skip
+    if device.type == "cuda" and wants_bf16 and not torch.cuda.is_bf16_supported():
+        raise ValueError(
+            f"bfloat16 (model.dtype={cfg.dtype}, model.autocast={cfg.autocast}) is not supported on "
+            f"{torch.cuda.get_device_name(device)}; use model.dtype=float32 and model.autocast=off"
+        )
+    if device.type == "mps" and cfg.autocast == "bfloat16":
+        raise ValueError("model.autocast=bfloat16 is not supported on Apple MPS; use model.autocast=off")
 
 
 def check_model_path(path: str, key: str = "model.path") -> None:
@@ -126,6 +163,7 @@ def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, device: tor
     trainable adapters when ``cfg.lora`` is set, merged into the weights otherwise.
     """
     device = device or resolve_device(cfg.device)
+    check_precision(cfg, device)
     dtype = DTYPES[cfg.dtype]
     base = None
     if cfg.path is not None:
