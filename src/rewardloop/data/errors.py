@@ -23,7 +23,10 @@ class DataError(ValueError):
 
 def show_value(value: Any) -> str:
     """Type name and truncated repr, e.g. ``int 42`` or ``str 'a very long…'``."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond sys.get_int_max_str_digits(), possibly nested
+        text = "<too long to show>"
     if len(text) > _VALUE_CHARS:
         text = text[: _VALUE_CHARS - 1] + "…"
     return f"{type(value).__name__} {text}"

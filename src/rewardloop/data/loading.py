@@ -130,7 +130,8 @@ def _prompt_row(row: Mapping, renderer: _Renderer) -> tuple[dict | None, list[st
     if isinstance(prompt, str):
         return {"prompt": prompt, **_extras(row, ["prompt"])}, issues
     # Conversational: the policy sees the rendered text; reward functions get the messages, as TRL passes them.
-    return {"prompt": renderer.prompt(prompt), "prompt_messages": prompt, **_extras(row, ["prompt"])}, issues
+    extras = _extras(row, ["prompt", "prompt_messages"])
+    return {"prompt": renderer.prompt(prompt), "prompt_messages": prompt, **extras}, issues
 
 
 def _split_messages(messages: Messages, issues: list[str]) -> tuple[Messages, Messages] | None:
@@ -176,7 +177,8 @@ def _sft_row(row: Mapping, renderer: _Renderer) -> tuple[dict | None, list[str]]
     else:
         cols = ", ".join(map(str, row)) or "no columns"
         return None, [f"missing columns: need 'prompt' + 'completion', 'messages' or 'text' (row has: {cols})"]
-    return {"prompt": prompt, "completion": completion, **_extras(row, consumed)}, issues
+    # A stray 'prompt' / 'completion' next to 'messages' or 'text' must not overwrite the normalised values.
+    return {"prompt": prompt, "completion": completion, **_extras(row, [*consumed, "prompt", "completion"])}, issues
 
 
 def _implicit_prompt(chosen: Messages, rejected: Messages, issues: list[str]) -> tuple[Messages, ...] | None:
@@ -190,11 +192,18 @@ def _implicit_prompt(chosen: Messages, rejected: Messages, issues: list[str]) ->
     return chosen[:k], chosen[k:], rejected[k:]
 
 
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def _margin(row: Mapping, issues: list[str]) -> dict[str, float]:
     value = row.get("margin")
     if value is None:  # absent, or null in a columnar file
         return {}
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
         issues.append(f"field 'margin': expected a finite number, got {show_value(row['margin'])}")
         return {}
     return {"margin": float(value)}

@@ -57,7 +57,13 @@ def read_jsonl_table(path: Path, name: str, limit: int | None) -> Table:
                 table.rows.append((lineno, json.loads(text)))
             except json.JSONDecodeError as e:
                 table.rows.append((lineno, Unparsed(f"invalid JSON ({e.msg} at column {e.colno}): {show_value(text)}")))
+            except (ValueError, RecursionError) as e:  # nested too deep, an int beyond the str→int digit limit
+                table.rows.append((lineno, Unparsed(f"invalid JSON ({_short(e)}): {show_value(text)}")))
     return table
+
+
+def _short(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).split(';')[0]}"
 
 
 def _read_json_table(path: Path, name: str, limit: int | None) -> Table:
@@ -71,6 +77,8 @@ def _read_json_table(path: Path, name: str, limit: int | None) -> Table:
         if e.msg == "Extra data":  # one object per line in a .json file: read it as JSON Lines, as `datasets` does
             return read_jsonl_table(path, name, limit)
         raise DataError(f"{name} line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+    except (ValueError, RecursionError) as e:  # nested too deep, an int beyond the str→int digit limit
+        raise DataError(f"{name}: invalid JSON ({_short(e)})") from None
     if not isinstance(data, list):
         keys = f" with keys {list(data)[:10]}" if isinstance(data, dict) else ""
         raise DataError(f"{name}: expected a JSON list of objects (one per row), got {type(data).__name__}{keys}")
@@ -97,14 +105,19 @@ def _read_parquet_table(path: Path, name: str, limit: int | None) -> Table:
 def _read_csv_table(path: Path, name: str, limit: int | None) -> Table:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        table = Table(name, "line", columns=list(reader.fieldnames or []))
-        for row in reader:
-            if limit is not None and len(table.rows) >= limit:
-                break
-            if None in row:  # DictReader puts fields beyond the header under the key None
-                row["<extra fields>"] = row.pop(None)
-            _csv_margin(row)
-            table.rows.append((reader.line_num, row))
+        try:
+            table = Table(name, "line", columns=list(reader.fieldnames or []))
+            for row in reader:
+                if limit is not None and len(table.rows) >= limit:
+                    break
+                if None in row:  # DictReader puts fields beyond the header under the key None
+                    row["<extra fields>"] = row.pop(None)
+                _csv_margin(row)
+                table.rows.append((reader.line_num, row))
+        except UnicodeDecodeError as e:
+            raise DataError(f"{name}: not valid UTF-8 ({e.reason})") from None
+        except csv.Error as e:  # e.g. a cell over csv.field_size_limit()
+            raise DataError(f"{name} line {reader.reader.line_num}: unreadable CSV ({e})") from None
     return table
 
 

@@ -41,14 +41,18 @@ def register_reward(name: str, target: str | RewardFn) -> None:
     BUILTIN_REWARDS[name] = target
 
 
-def _load_file(path: Path, attr: str) -> RewardFn:
+def _load_file(path: Path, attr: str, given: str) -> RewardFn:
     module_name = f"rewardloop_plugin_{path.stem}_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
-        raise ValueError(f"cannot import reward plug-in file {path}")
+        raise ValueError(f"cannot import reward plug-in file {path} (from {given!r}): not a .py file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as e:  # a syntax error, a raising import, a directory named *.py
+        sys.modules.pop(module_name, None)
+        raise ValueError(f"cannot import reward plug-in file {path} (from {given!r}): {type(e).__name__}: {e}") from e
     return _attr(module, attr, str(path))
 
 
@@ -77,9 +81,9 @@ def resolve_reward(spec: str | RewardFn) -> RewardFn:
         path = Path(module_part)
         if not path.exists():
             raise FileNotFoundError(f"reward plug-in file not found: {path} (from {spec!r})")
-        return _load_file(path, attr)
+        return _load_file(path, attr, spec)
     try:
         module = importlib.import_module(module_part)
-    except ImportError as e:
-        raise ValueError(f"cannot import module {module_part!r} for reward {spec!r}: {e}") from None
+    except (Exception, SystemExit) as e:  # not found, a relative name ('.x'), or the module fails at import
+        raise ValueError(f"cannot import module {module_part!r} for reward {spec!r}: {type(e).__name__}: {e}") from None
     return _attr(module, attr, module_part)
