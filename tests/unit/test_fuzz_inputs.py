@@ -468,9 +468,10 @@ def test_fuzz_reward_return_values_score_or_raise_reward_error(value, n, on_erro
     assert all(isinstance(r, float) and math.isfinite(r) for r in batch.rewards), batch
 
 
-# Found by the fuzzing in rewards/scoring.py (not fixed here; outside this test's files): tracebacks, not RewardError.
-@pytest.mark.xfail(strict=True, raises=(OverflowError, ValueError), reason="scoring._to_float/repr on huge ints")
-@pytest.mark.parametrize("value", [[10**400], 10**5000], ids=["int-beyond-float", "int-beyond-repr"])
-def test_reward_returning_huge_ints_is_a_reward_error(value):
+# Found by the fuzzing in rewards/scoring.py (tracebacks before the fix), and a dict scored from its keys.
+@pytest.mark.parametrize(
+    "value", [[10**400], 10**5000, {0: 1.0}], ids=["int-beyond-float", "int-beyond-repr", "dict-of-right-length"]
+)
+def test_reward_returning_huge_ints_or_a_dict_is_a_reward_error(value):
     with pytest.raises(RewardError, match=_NAME):
         score_completions({_NAME: lambda prompts, completions, **kw: value}, ["p"], ["c"])

@@ -17,7 +17,7 @@ import inspect
 import logging
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -101,14 +101,22 @@ def _label(fn: Callable[..., Any], name: str) -> str:
     return f"{name!r} ({where}:{qual})" if where else repr(name)
 
 
+def _shown(value: Any) -> str:
+    """A short repr that cannot fail (a huge int's repr raises ValueError)."""
+    try:
+        return f"{value!r:.80}"
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
 def _to_float(value: Any, fn, name: str, i: int) -> float:
     if value is None:
         return float("nan")
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise RewardError(
-            f"reward {_label(fn, name)} returned {value!r:.80} for sample {i}: expected a number"
+            f"reward {_label(fn, name)} returned {_shown(value)} for sample {i}: expected a number"
         ) from None
 
 
@@ -147,9 +155,9 @@ def call_reward(
     except Exception:  # retry one sample at a time, so one bad sample cannot take the batch down
         results = [_call_one(fn, name, kwargs, i) for i in range(len(prompts))]
         return [r[0] for r in results], [r[1] for r in results]
-    if isinstance(values, str | bytes) or not hasattr(values, "__len__"):
+    if isinstance(values, str | bytes | Mapping) or not hasattr(values, "__len__"):
         raise RewardError(
-            f"reward {_label(fn, name)} returned {values!r:.80}: expected a list of {len(prompts)} numbers"
+            f"reward {_label(fn, name)} returned {_shown(values)}: expected a list of {len(prompts)} numbers"
         )
     if len(values) != len(prompts):
         raise RewardError(f"reward {_label(fn, name)} returned {len(values)} values for {len(prompts)} samples")
