@@ -277,6 +277,8 @@ class RunDir:
             )
         if state is not None and problems:
             log.warning("resuming %s from %s (step %s)", self.path, ckpt.name, state["step"])
+        if state is not None and (not pointer.exists() or pointer.read_text().strip() != ckpt.name):
+            _write_atomic(pointer, ckpt.name)  # a kill between the checkpoint's rename and `latest`'s update
         self.resumed_step = state["step"] if state is not None else -1
         self.drop_logs_after(self.resumed_step)
         return state

@@ -196,11 +196,12 @@ def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_run(tmp_p
     last = STEPS * (2 if trainer == "reward" else 1)
     assert names[0] == "latest" and all(n.startswith("step-") for n in names[1:]), f"{context}: {names}"
     assert names[-1] == f"step-{last:07d}", f"{context}: {names}"
-    # `latest` names an intact checkpoint (not always the newest: a kill between the final checkpoint's rename and
-    # the pointer's leaves it on the one before, which resume skips past by step; nothing rewrites it afterwards)
+    # `latest` names the newest checkpoint (a kill between a checkpoint's rename and the pointer's update is repaired
+    # by the resume that loads it)
     pointer = (ckpts / "latest").read_text().strip()
     assert pointer in names and (ckpts / pointer / "state.json").is_file(), f"{context}: latest names {pointer!r}"
     tally["stale latest"] += pointer != names[-1]
+    assert pointer == names[-1], f"{context}: latest names {pointer!r}, the newest is {names[-1]!r}"
     assert sorted(p.name for p in (run_dir / "final").iterdir()) == sorted(
         p.name for p in (tmp_path / "straight" / "final").iterdir()
     ), context
