@@ -398,7 +398,8 @@ def train(cfg: PPOConfig, resume: bool = False, *, model=None, tokenizer=None) -
             sched.load_state_dict(state["schedulers"][k])
         step, beta, history, seen = state["step"], state["kl_coef"], state["history"], state["seen"]
         moments = RunningMoments(**state["moments"])
-        data_rng.setstate(_tuple(state["data_rng"]))
+        version, internal, gauss = state["data_rng"]  # JSON turned random.getstate()'s tuples into lists
+        data_rng.setstate((version, tuple(internal), gauss))
     evaluate = evaluator(cfg, policy, tok, task, eval_rewards, env_factory)
     if step == 0:
         history["initial"] = run.log(0, evaluate())
@@ -461,9 +462,8 @@ def train(cfg: PPOConfig, resume: bool = False, *, model=None, tokenizer=None) -
 
 
 def _step(cfg: PPOConfig, policy, critic, opts) -> float:
-    if critic.shared:
-        opt, sched = opts["policy"]
-        return clip_and_step(critic, opt, sched, cfg.optim.max_grad_norm)
+    if critic.shared:  # one optimizer over the shared trunk and both heads
+        return clip_and_step(critic, *opts["policy"], cfg.optim.max_grad_norm)
     value_norm = clip_and_step(critic, *opts["value"], cfg.critic_optim.max_grad_norm)
     policy_norm = clip_and_step(policy, *opts["policy"], cfg.optim.max_grad_norm)
     return policy_norm if math.isfinite(value_norm) else value_norm  # either non-finite: the guard counts it
@@ -496,7 +496,3 @@ def value_command(model_dir: str | Path, prompts: list[str] | None = None, file:
     if not prompts:
         raise ValueError("give prompts, or --file with a 'prompt' column")
     return [{"prompt": p, "value": v} for p, v in zip(prompts, score_values(model_dir, prompts), strict=True)]
-
-
-def _tuple(x):
-    return tuple(_tuple(i) for i in x) if isinstance(x, list) else x
