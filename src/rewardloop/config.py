@@ -36,7 +36,7 @@ class ModelConfig(Section):
     autocast: Literal["off", "bfloat16"] = Field(
         "off",
         description="mixed precision: forward/backward matmuls in bf16 (torch.autocast) while weights, optimizer "
-        "state and log-probs stay in `dtype`; 1.7–2.5× faster steps measured on a CPU with bf16 units (docs/benchmarks.md)",
+        "state and log-probs stay in `dtype`; 1.3× faster GRPO/PPO steps in the latest docs/benchmarks.md run (CPU with bf16 units)",
     )
     gradient_checkpointing: bool = Field(
         False, description="recompute activations in the backward pass: less memory, ~25% more training compute"

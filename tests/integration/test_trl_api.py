@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+import yaml
 from datasets import Dataset
 
 from rewardloop.algorithms import grpo, ppo
@@ -60,7 +61,10 @@ def test_trl_style_grpo_script_learns_with_dataset_callable_and_model_object(tmp
     )
     assert all(isinstance(i, list) and all(isinstance(t, int) for t in i) for i in seen["ids"])
     assert "reward/brevity" in rows[-1]
-    assert "task: {}" not in (res["run_dir"] / "config.yaml").read_text()  # the config still writes as YAML
+    # The resolved config still writes as YAML: the in-memory dataset is left out, the callable is named.
+    written = yaml.safe_load((res["run_dir"] / "config.yaml").read_text())
+    assert written["task"]["name"] == "dataset" and "dataset" not in written["task"]
+    assert written["rewards"][0]["fn"].endswith("brevity")
 
 
 def test_conversational_prompts_reach_the_reward_as_messages(tmp_path):

@@ -87,7 +87,7 @@ class GRPOConfig(RLConfig):
         16,
         ge=1,
         description="sequences per forward/backward, gradients accumulated to the minibatch's (null = one pass); "
-        "bounds activation memory (30M model: peak RSS 2.06 → 1.34 GiB at equal step time, docs/benchmarks.md (b))",
+        "bounds activation memory (30M model: peak RSS 2140 → 1340 MiB at equal step time, docs/benchmarks.md (b))",
     )
     clip_eps_low: float = Field(0.2, gt=0.0, lt=1.0, description="ε_low")
     clip_eps_high: float | None = Field(None, gt=0.0, description="ε_high (clip-higher, DAPO: 0.28); default ε_low")

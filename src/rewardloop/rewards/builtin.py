@@ -41,7 +41,6 @@ def exact_answer(
     return [float(norm(c) == norm(a)) for c, a in zip(completions, answer, strict=True)]
 
 
-@on_text
 def exact_match(prompts: list[Any], completions: list[str], *, answer: list[Any], **_: Any) -> list[float]:
     """1.0 where the completion (stripped) equals the answer, else 0.0: the arithmetic task's reward."""
     return exact_answer(prompts, completions, answer=answer)
