@@ -8,10 +8,11 @@ import contextlib
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,9 +21,17 @@ from starlette.concurrency import run_in_threadpool
 
 from rewardloop.chat import render
 from rewardloop.rollout import encode_prompts
+from rewardloop.serve.annotate import add_annotation_routes
+from rewardloop.serve.auth import Auth
 from rewardloop.serve.config import ServeConfig
 from rewardloop.serve.engine import ContinuousBatcher, Delta, SamplingParams
 from rewardloop.serve.protocol import ChatRequest, CompletionRequest, FeedbackBatch, FeedbackRequest, Sampling
+from rewardloop.store.annotation import AnnotationQueue
+from rewardloop.store.export import EXPORTERS
+from rewardloop.store.keys import ApiKeys
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TRLFormat = Literal["pairs", "kto", "sft", "engagement"]
 
 
 def error_body(message: str, param: str | None = None, kind: str = "invalid_request_error", **extra) -> dict:
@@ -119,6 +128,8 @@ class Server:
     def __init__(self, cfg: ServeConfig, model, tokenizer, store):
         self.cfg, self.model, self.tokenizer, self.store = cfg, model, tokenizer, store
         self.engine = ContinuousBatcher(model, tokenizer, max_batch=cfg.serve.max_batch)
+        self.auth = Auth(ApiKeys(store), enabled=cfg.serve.auth)
+        self.queue = AnnotationQueue(store, overlap=cfg.serve.annotate_overlap)
         self.name = cfg.model_name()
         self.version = cfg.model.path or self.name
         self.created = int(time.time())
@@ -328,33 +339,44 @@ def install_handlers(app: FastAPI) -> None:
 
 
 def add_routes(app: FastAPI, server: Server) -> None:
+    auth = server.auth
+
     @app.get("/health")
     def health():
         engine = server.engine
         return {"status": "ok", "model": server.name, "running": len(engine.rows), "engine": dict(engine.stats)}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", dependencies=[auth.needs("client")])
     def models():
         card = {"id": server.name, "object": "model", "created": server.created, "owned_by": "rewardloop"}
         return {"object": "list", "data": [card]}
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", dependencies=[auth.needs("client")])
     async def chat_completions(body: ChatRequest, request: Request):
         return await generate_response(server, request, body, chat=True)
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", dependencies=[auth.needs("client")])
     async def completions(body: CompletionRequest, request: Request):
         return await generate_response(server, request, body, chat=False)
 
-    @app.post("/v1/feedback")
+    @app.post("/v1/feedback", dependencies=[auth.needs("client")])
     def feedback(body: FeedbackRequest):
         fid, created = server.store.add_feedback(**body.model_dump())
         return JSONResponse({"id": fid, "created": created}, status_code=201 if created else 200)
 
-    @app.post("/v1/feedback/batch")
+    @app.post("/v1/feedback/batch", dependencies=[auth.needs("client")])
     def feedback_batch(body: FeedbackBatch):
         results = server.store.add_feedback_batch([item.model_dump() for item in body.items])
         return {"results": [{"id": fid, "created": created} for fid, created in results]}
+
+    @app.get("/v1/feedback/export", dependencies=[auth.needs("admin")])
+    def feedback_export(format: TRLFormat = "pairs"):
+        """The stored feedback as TRL-format rows (as `rewardloop feedback export`); admins only."""
+        skipped: Counter = Counter()
+        rows = list(EXPORTERS[format](server.store, skipped))
+        return {"format": format, "rows": rows, "skipped": dict(skipped)}
+
+    add_annotation_routes(app, auth, server.queue)
 
 
 def create_app(cfg: ServeConfig | None = None, model=None, tokenizer=None, store=None) -> FastAPI:
@@ -395,6 +417,12 @@ def serve(cfg: ServeConfig, resume: bool = False) -> None:
     """``rewardloop serve``: run the app under uvicorn until interrupted (``resume`` is ignored)."""
     import uvicorn
 
+    if cfg.serve.host not in LOOPBACK and not cfg.serve.auth:
+        raise ValueError(
+            f"serve.host: {cfg.serve.host!r} is not loopback and serve.auth is false — anyone who can reach it could "
+            "generate, post feedback and export; create keys (`rewardloop keys create --name NAME --role admin`) and "
+            "set serve.auth=true"
+        )
     app = create_app(cfg)
     print(f"rewardloop serve: {cfg.model_name()} on http://{cfg.serve.host}:{cfg.serve.port}/v1")
     uvicorn.run(app, host=cfg.serve.host, port=cfg.serve.port, log_level=cfg.serve.log_level)

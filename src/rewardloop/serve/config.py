@@ -18,6 +18,12 @@ class ServerSection(Section):
     model_name: str | None = Field(None, description="the name clients pass as `model`; default: model.path or preset")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get 413")
     log_level: str = "info"
+    auth: bool = Field(
+        False,
+        description="require an API key (`rewardloop keys create`) on every route but /health; needed to bind a "
+        "non-loopback host",
+    )
+    annotate_overlap: int = Field(2, ge=1, description="labels wanted per annotation item (overlap gives Cohen's κ)")
 
 
 class StoreSection(Section):

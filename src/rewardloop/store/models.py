@@ -6,6 +6,9 @@
   and — when the server chose among candidates — which candidate was shown and its propensity).
 - ``Feedback``: one signal about a response: thumbs, rating, pairwise choice, comment or engagement event, stored
   once per ``idempotency_key``.
+- ``ApiKey``: a key for the server, with a role (``ROLES``); only the key's SHA-256 is stored.
+- ``AnnotationItem``: a pair of responses to the same prompt waiting for annotators (``/annotate``); a label is
+  pairwise ``Feedback`` whose idempotency key is ``annotate:<item id>:<annotator>``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ FEEDBACK_KINDS = ("thumbs", "rating", "pairwise", "comment", "engagement")
 # pairwise ``value``: 1 = response_id preferred, 0 = other_response_id preferred, 0.5 = tie, -1 = both bad
 PAIRWISE_VALUES = {1.0: "response_id preferred", 0.0: "other preferred", 0.5: "tie", -1.0: "both bad"}
 MODEL_STATUSES = ("candidate", "serving", "retired", "rejected")
+# client: generate and post feedback; annotator: also the annotation pages; admin: everything (keys, export, progress)
+ROLES = ("client", "annotator", "admin")
 
 
 def utcnow() -> datetime:
@@ -77,4 +82,30 @@ class Feedback(Base):
     other_response_id: Mapped[str | None] = mapped_column(ForeignKey("interactions.id"))
     comment: Mapped[str | None] = mapped_column(Text)
     user_id: Mapped[str | None] = mapped_column(String(200), index=True)  # the user or annotator
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        UniqueConstraint("name", name="uq_api_keys_name"),
+        UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))  # who holds it: shown as the annotator / user
+    role: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64))  # sha256 hex of the key; the key itself is never stored
+    prefix: Mapped[str] = mapped_column(String(16))  # the key's first characters, to tell keys apart in listings
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AnnotationItem(Base):
+    __tablename__ = "annotation_items"
+    __table_args__ = (UniqueConstraint("response_id", "other_response_id", name="uq_annotation_items_pair"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    response_id: Mapped[str] = mapped_column(ForeignKey("interactions.id"))
+    other_response_id: Mapped[str] = mapped_column(ForeignKey("interactions.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
