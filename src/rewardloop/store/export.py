@@ -10,6 +10,9 @@ trainers (``rewardloop.data.load_rows``; ``task.name=dataset task.path=FILE``).
 
 A chat interaction exports ``prompt`` as its message list and the completion as ``[{"role": "assistant", ...}]``
 (TRL's conversational format); a completion interaction exports plain text.
+
+``labelstudio`` and ``argilla`` export the store as annotation tasks, and ``action=import`` (``--in FILE``) reads
+those tools' exports back into the store (rewardloop.store.interchange).
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from pydantic import Field
 
 from rewardloop.config import ConfigError, Section
 from rewardloop.data import save_jsonl
+from rewardloop.store.interchange import export_tasks, import_tasks
 from rewardloop.store.store import Store
 
-Format = Literal["pairs", "kto", "sft", "engagement"]
+Format = Literal["pairs", "kto", "sft", "engagement", "labelstudio", "argilla"]
+TASK_FORMATS = ("labelstudio", "argilla")
 Row = dict[str, Any]
 
 
@@ -42,12 +47,16 @@ class StoreConfig(Section):
 
 class FeedbackConfig(Section):
     """``rewardloop feedback export --store URL --format pairs --out pairs.jsonl`` (or ``store.url=... format=...
-    out=...``): write the store's feedback as a TRL-format dataset (JSONL or Parquet, by the file's suffix)."""
+    out=...``): write the store's feedback as a TRL-format dataset (JSONL or Parquet, by the file's suffix), or as
+    Label Studio / Argilla tasks; ``feedback import --format labelstudio --in export.json`` reads annotations back."""
 
-    action: Literal["export"] = Field("export", description="what to do (export)")
+    action: Literal["export", "import"] = Field("export", description="export | import (import: labelstudio, argilla)")
     store: StoreConfig = StoreConfig()
-    format: Format = Field("pairs", description="pairs | kto | sft | engagement (docs/guides/feedback.md)")
-    out: str | None = Field(None, description="output file: .jsonl or .parquet (required)")
+    format: Format = Field(
+        "pairs", description="pairs | kto | sft | engagement | labelstudio | argilla (docs/guides/feedback.md)"
+    )
+    out: str | None = Field(None, description="export: output file (.jsonl / .parquet; tasks: .json, argilla .jsonl)")
+    input: str | None = Field(None, description="import: the Label Studio / Argilla file to read (--in)")
 
 
 def _prompt(it: Row) -> str | list:
@@ -148,7 +157,10 @@ def write_rows(rows: list[Row], out: str | os.PathLike) -> None:
 
 
 def export(store: Store, format: Format, out: str | os.PathLike) -> dict[str, Any]:
-    """Write ``format`` rows of ``store`` to ``out``; returns counts (rows written, skipped by reason)."""
+    """Write ``format`` rows of ``store`` to ``out``; returns counts (rows written, skipped by reason). The task
+    formats (labelstudio, argilla) write annotation tasks (rewardloop.store.interchange.export_tasks)."""
+    if format in TASK_FORMATS:
+        return export_tasks(store, format, out)
     if Path(out).suffix not in (".jsonl", ".parquet"):
         raise ValueError(f"out: {str(out)!r} must end in .jsonl or .parquet")
     skipped: Counter = Counter()
@@ -159,6 +171,15 @@ def export(store: Store, format: Format, out: str | os.PathLike) -> dict[str, An
 
 def run(cfg: FeedbackConfig, resume: bool = False) -> dict[str, Any]:
     """The ``rewardloop feedback`` command."""
+    if cfg.action == "import":
+        if cfg.format not in TASK_FORMATS:
+            raise ConfigError(f"format: import reads {' or '.join(TASK_FORMATS)} files, got {cfg.format!r}")
+        if not cfg.input:
+            raise ConfigError("input: required — the file to import (--in FILE.json or input=FILE.json)")
+        if not Path(cfg.input).is_file():
+            raise ConfigError(f"input: no such file {cfg.input!r}")
+        with Store.open(cfg.store.url) as store:
+            return import_tasks(store, cfg.format, cfg.input)
     if not cfg.out:
         raise ConfigError("out: required — the file to write (--out FILE.jsonl or out=FILE.parquet)")
     with Store.open(cfg.store.url) as store:
