@@ -10,12 +10,12 @@ import torch
 from rewardloop.algorithms.dpo import (
     DPO_LOSSES,
     DPOConfig,
-    completion_logps,
     implicit_rewards,
     ipo_loss,
     preference_logits,
     sigmoid_loss,
 )
+from rewardloop.algorithms.preference import completion_logps
 from rewardloop.data.tokenize import IGNORE
 
 PI_C, PI_R = torch.tensor([-2.0, -5.0]), torch.tensor([-4.0, -3.0])

@@ -17,7 +17,6 @@ See docs/algorithms/dpo.md.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from typing import Any, Literal
@@ -36,12 +35,18 @@ from rewardloop.algorithms.common import (
     seed_everything,
     show,
 )
+from rewardloop.algorithms.preference import (
+    example_logps,
+    gold_metrics,
+    heldout_average,
+    offline_data,
+    reference_logps,
+    sample_texts,
+)
 from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section
-from rewardloop.data.tokenize import IGNORE, collate, tokenize_row
+from rewardloop.data.tokenize import tokenize_row
 from rewardloop.envs.tasks import TaskConfig, check_preference_task, load_task, reject_keys
 from rewardloop.models import count_parameters, load_pretrained, mixed_precision
-from rewardloop.ops import logprobs_from_logits
-from rewardloop.rollout import generate
 from rewardloop.runs import RunDir
 
 
@@ -133,43 +138,10 @@ def encode_pairs(tokenizer, rows: list[dict[str, Any]], max_length: int) -> list
     return out
 
 
-def completion_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Σ_t log π(y_t | x, y_<t) over labelled (completion) tokens of a right-padded batch: [B]."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]  # [B, L-1, V]
-    labels = batch["labels"][:, 1:]  # position j predicts token j+1
-    mask = labels != IGNORE
-    logp = logprobs_from_logits(logits, labels.clamp(min=0))  # [B, L-1]
-    return (logp * mask).sum(1)
-
-
 def pair_logps(model, encoded: list[tuple[tuple, tuple]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen [B], rejected [B]) log-probs from one forward over the 2B sequences."""
-    batch = collate([c for c, _ in encoded] + [r for _, r in encoded], pad_id, device)
-    logps = completion_logps(model, batch)
-    return logps[: len(encoded)], logps[len(encoded) :]
-
-
-@torch.no_grad()
-def reference_logps(model, encoded, pad_id: int, device, batch_size: int = 64) -> torch.Tensor:
-    """π_ref log-probs of every pair, computed once: [N, 2] (chosen, rejected)."""
-    model.eval()
-    out = []
-    for i in range(0, len(encoded), batch_size):
-        c, r = pair_logps(model, encoded[i : i + batch_size], pad_id, device)
-        out.append(torch.stack([c, r], 1))
-    return torch.cat(out).cpu()
-
-
-def sample_texts(model, tokenizer, prompts: list[str], gen: GenerationConfig, seed: int, batch_size: int = 64):
-    """One sampled completion per prompt (seeded, so two models can be compared on the same randomness)."""
-    was_training = model.training
-    model.eval()
-    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    texts = []
-    for i in range(0, len(prompts), batch_size):
-        texts += generate(model, tokenizer, prompts[i : i + batch_size], gen, generator=generator).responses
-    model.train(was_training)
-    return texts
+    logps = example_logps(model, encoded, pad_id, device)  # [B, 2]
+    return logps[:, 0], logps[:, 1]
 
 
 def annotator_pairs(model, tokenizer, prompts: list[str], cfg: DPOConfig, n: int) -> list[dict[str, Any]]:
@@ -228,21 +200,6 @@ def dpo_step(model, encoded, ref: torch.Tensor, pad_id: int, device, cfg: DPOCon
     }
 
 
-@torch.no_grad()
-def heldout_metrics(model, encoded, ref: torch.Tensor, pad_id: int, device, cfg: DPOConfig) -> dict[str, float]:
-    """Loss, implicit-reward accuracy and margin on held-out pairs."""
-    was_training = model.training
-    model.eval()
-    rows = []
-    for i in range(0, len(encoded), 64):
-        loss, s = dpo_step(model, encoded[i : i + 64], ref[i : i + 64], pad_id, device, cfg)
-        rows.append((len(encoded[i : i + 64]), {"loss": loss.item(), **s}))
-    model.train(was_training)
-    n = sum(k for k, _ in rows)
-    keys = ("loss", "rewards/accuracy", "rewards/margin")
-    return {f"eval/{k}": sum(w * s[k] for w, s in rows) / n for k in keys}
-
-
 def train(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
     """Run DPO; returns {"run_dir", "model_dir", "initial", "final"} (final has eval/win_rate on reviews)."""
     # 0. Set-up: seed, run directory, policy, task.
@@ -254,30 +211,20 @@ def train(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
     kind = "preference" if cfg.task.name == "dataset" else "prompt"
     task = load_task(cfg.task, kind=kind, tokenizer=tokenizer, max_length=cfg.model.max_length)
     eval_prompts = [r["prompt"] for r in task.test][: cfg.eval_size]
-    gold = cfg.task.name == "reviews"
+    gold, eval_seed = cfg.task.name == "reviews", cfg.run.seed + 10_000
 
-    # 1. Once, with the starting model (= π_ref): pairs, reference log-probs, baseline samples. Saved for --resume.
-    cache = run.path / "dpo_data.pt"
-    if resume and cache.exists():
-        data = torch.load(cache, weights_only=False)
-    else:
-        train_pairs, test_pairs = load_pairs(cfg, model, tokenizer, task)
-        enc_train = encode_pairs(tokenizer, train_pairs, cfg.model.max_length)
-        enc_test = encode_pairs(tokenizer, test_pairs, cfg.model.max_length)
+    # 1. Once, with the starting model (= π_ref): pairs, reference log-probs [N, 2], baseline samples (--resume: reused).
+    def reference(enc):
         with amp:  # the reference log-probs in the same precision as the policy's forward passes
-            ref_train, ref_test = (reference_logps(model, enc, pad_id, device) for enc in (enc_train, enc_test))
-        data = {
-            "train_pairs": train_pairs,
-            "test_pairs": test_pairs,
-            "ref_train": ref_train,
-            "ref_test": ref_test,
-            "baseline": sample_texts(model, tokenizer, eval_prompts, cfg.gen, cfg.run.seed + 10_000) if gold else [],
-        }
-        torch.save(data, cache)
-        with open(run.path / "pairs.jsonl", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in train_pairs)
-    enc_train = encode_pairs(tokenizer, data["train_pairs"], cfg.model.max_length)
-    enc_test = encode_pairs(tokenizer, data["test_pairs"], cfg.model.max_length)
+            return reference_logps(model, enc, pad_id, device)
+
+    data, enc_train, enc_test = offline_data(
+        run, resume, ("dpo_data.pt", "pairs.jsonl"),
+        make_rows=lambda: load_pairs(cfg, model, tokenizer, task),
+        encode=lambda rows: encode_pairs(tokenizer, rows, cfg.model.max_length),
+        reference=reference,
+        baseline=lambda: sample_texts(model, tokenizer, eval_prompts, cfg.gen, eval_seed) if gold else [],
+    )  # fmt: skip
 
     opt, sched = make_optimizer(model.parameters(), cfg.optim, cfg.steps)
     rng = random.Random(cfg.run.seed)
@@ -287,13 +234,12 @@ def train(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
         sched.load_state_dict(state["scheduler"])
 
     def evaluate() -> dict[str, float]:
-        out = heldout_metrics(model, enc_test, data["ref_test"], pad_id, device, cfg)
-        if gold:
-            from rewardloop.envs.reviews import SimulatedAnnotator, gold_win_rate
+        def heldout(rows: slice):
+            return dpo_step(model, enc_test[rows], data["ref_test"][rows], pad_id, device, cfg)
 
-            texts = sample_texts(model, tokenizer, eval_prompts, cfg.gen, cfg.run.seed + 10_000)
-            out["eval/win_rate"] = gold_win_rate(SimulatedAnnotator(0.0), eval_prompts, texts, data["baseline"])
-            out["eval/gold_reward"] = sum(task.reward_fn(eval_prompts, texts)) / len(texts)
+        out = heldout_average(heldout, model, len(enc_test), ("rewards/accuracy", "rewards/margin"))
+        if gold:
+            out |= gold_metrics(model, tokenizer, eval_prompts, cfg.gen, eval_seed, data["baseline"], task.reward_fn)
         return out
 
     if step == 0:

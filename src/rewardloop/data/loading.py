@@ -10,6 +10,7 @@ fallback ``"role: content\\n"`` rendering when there is no template. See docs/gu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -22,9 +23,9 @@ from rewardloop import chat
 from rewardloop.data.errors import DataError, Problems, show_value
 from rewardloop.data.sources import Table, Unparsed, read_jsonl_table, read_table
 
-Kind = Literal["prompt", "sft", "preference"]
+Kind = Literal["prompt", "sft", "preference", "kto", "rating", "engagement"]
 Messages = list[dict[str, Any]]
-_KINDS = ("prompt", "sft", "preference")
+_KINDS = ("prompt", "sft", "preference", "kto", "rating", "engagement")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -148,16 +149,21 @@ def _split_messages(messages: Messages, issues: list[str]) -> tuple[Messages, Me
     return messages[:k], messages[k:]
 
 
+def _prompt_completion(row: Mapping, renderer: _Renderer, issues: list[str]) -> tuple[str, str] | None:
+    """(prompt, completion) as text from the 'prompt' / 'completion' columns (both strings or both message lists)."""
+    values = {f: _text_or_messages(row, f, issues) for f in ("prompt", "completion")}
+    if issues or not _same_style(values, issues):
+        return None
+    prompt, completion = values["prompt"], values["completion"]
+    return (prompt, completion) if isinstance(prompt, str) else renderer.split(prompt, completion)
+
+
 def _sft_row(row: Mapping, renderer: _Renderer) -> tuple[dict | None, list[str]]:
     issues: list[str] = []
     if "prompt" in row and "completion" in row:
-        values = {f: _text_or_messages(row, f, issues) for f in ("prompt", "completion")}
-        if issues or not _same_style(values, issues):
+        if (texts := _prompt_completion(row, renderer, issues)) is None:
             return None, issues
-        prompt, completion = values["prompt"], values["completion"]
-        consumed = ["prompt", "completion"]
-        if not isinstance(prompt, str):
-            prompt, completion = renderer.split(prompt, completion)
+        (prompt, completion), consumed = texts, ["prompt", "completion"]
     elif "messages" in row:
         messages = row["messages"]
         if not isinstance(messages, list | tuple):
@@ -249,10 +255,93 @@ def _preference_row(row: Mapping, renderer: _Renderer) -> tuple[dict | None, lis
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected, **margin, **extras}, pair_issues
 
 
+def _number(row: Mapping, name: str, issues: list[str], *, required: bool = True) -> float | None:
+    """A finite number (not a bool) in column ``name``; None with an issue otherwise (or None if optional and null)."""
+    if name not in row or row[name] is None:
+        if required:
+            issues.append(
+                f"missing column {name!r}" if name not in row else f"field {name!r}: expected a number, got null"
+            )
+        return None
+    value = row[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
+        issues.append(f"field {name!r}: expected a finite number, got {show_value(value)}")
+        return None
+    return float(value)
+
+
+def _kto_row(row: Mapping, renderer: _Renderer) -> tuple[dict | None, list[str]]:
+    """TRL's unpaired preference format: prompt, completion, label (True = desirable / thumbs-up)."""
+    issues: list[str] = []
+    texts = _prompt_completion(row, renderer, issues)
+    if "label" not in row:
+        issues.append("missing column 'label' (a bool: true = desirable, false = undesirable)")
+    elif not isinstance(row["label"], bool):
+        issues.append(f"field 'label': expected a bool (true / false), got {show_value(row['label'])}")
+    if texts is None or issues:
+        return None, issues
+    extras = _extras(row, ["prompt", "completion", "label"])
+    return {"prompt": texts[0], "completion": texts[1], "label": row["label"], **extras}, issues
+
+
+def _rating_row(row: Mapping, renderer: _Renderer) -> tuple[dict | None, list[str]]:
+    """A scored completion: prompt, completion, score (a rating, a watch time, ...)."""
+    issues: list[str] = []
+    texts = _prompt_completion(row, renderer, issues)
+    score = _number(row, "score", issues)
+    if texts is None or issues:
+        return None, issues
+    return {
+        "prompt": texts[0],
+        "completion": texts[1],
+        "score": score,
+        **_extras(row, ["prompt", "completion", "score"]),
+    }, []
+
+
+def _engagement_row(row: Mapping, renderer: _Renderer) -> tuple[dict | None, list[str]]:
+    """One engagement event on a shown completion (``rewardloop feedback export --format engagement``): prompt,
+    completion, event, value, propensity (P(shown | context) in (0, 1], or null when nothing was chosen)."""
+    issues: list[str] = []
+    texts = _prompt_completion(row, renderer, issues)
+    event = row.get("event")
+    if not isinstance(event, str) or not event.strip():
+        issues.append(f"field 'event': expected a non-empty event name, got {show_value(event)}")
+    value = _number(row, "value", issues)
+    propensity = _number(row, "propensity", issues, required=False)
+    if propensity is not None and not 0.0 < propensity <= 1.0:
+        issues.append(f"field 'propensity': expected a probability in (0, 1], got {show_value(row['propensity'])}")
+    if texts is None or issues:
+        return None, issues
+    fields = {"prompt": texts[0], "completion": texts[1], "event": event, "value": value, "propensity": propensity}
+    return {**fields, **_extras(row, fields)}, []
+
+
+_CSV_NUMBERS = {"rating": ("score",), "engagement": ("value", "propensity")}
+
+
+def csv_cells(row: dict[str, Any], kind: str) -> dict[str, Any]:
+    """CSV cells are text: a kto ``label`` cell true/false (any case) becomes a bool, the numeric cells of rating /
+    engagement rows become floats (an empty propensity: null). Anything else stays text and is reported as such."""
+    row = dict(row)
+    if kind == "kto" and isinstance(row.get("label"), str) and row["label"].strip().lower() in ("true", "false"):
+        row["label"] = row["label"].strip().lower() == "true"
+    for name in _CSV_NUMBERS.get(kind, ()):
+        if row.get(name) == "" and name == "propensity":
+            row[name] = None
+        elif isinstance(row.get(name), str):
+            with contextlib.suppress(ValueError):  # a non-numeric cell stays text and is reported by validation
+                row[name] = float(row[name])
+    return row
+
+
 _NORMALISERS: dict[str, Callable[[Mapping, _Renderer], tuple[dict | None, list[str]]]] = {
     "prompt": _prompt_row,
     "sft": _sft_row,
     "preference": _preference_row,
+    "kto": _kto_row,
+    "rating": _rating_row,
+    "engagement": _engagement_row,
 }
 
 
@@ -265,6 +354,9 @@ def _check_columns(table: Table, kind: str) -> None:
         "prompt": [{"prompt"}],
         "sft": [{"prompt", "completion"}, {"messages"}, {"text"}],
         "preference": [{"chosen", "rejected"}],
+        "kto": [{"prompt", "completion", "label"}],
+        "rating": [{"prompt", "completion", "score"}],
+        "engagement": [{"prompt", "completion", "event", "value"}],
     }[kind]
     if not any(option <= cols for option in need):
         wanted = " or ".join(" + ".join(map(repr, sorted(o))) for o in need)
@@ -282,7 +374,7 @@ def _check_lengths(
 ) -> None:
     """Report rows whose prompt (+ completion / chosen / rejected) is longer than ``max_length`` tokens."""
     n_prompt = _token_lengths(tokenizer, [r["prompt"] for r in rows])
-    fields = {"prompt": [], "sft": ["completion"], "preference": ["chosen", "rejected"]}[kind]
+    fields = {"prompt": [], "preference": ["chosen", "rejected"]}.get(kind, ["completion"])
     n_fields = {f: _token_lengths(tokenizer, [r[f] for r in rows]) for f in fields}
     for i, where in enumerate(wheres):
         lengths = {f"prompt+{f}": n_prompt[i] + n_fields[f][i] for f in fields} or {"prompt": n_prompt[i]}
@@ -300,10 +392,12 @@ def load_rows(
     split: str | None = None,
     limit: int | None = None,
 ) -> list[dict]:
-    """Load and validate rows of ``kind`` ("prompt", "sft" or "preference") from ``source``.
+    """Load and validate rows of ``kind`` from ``source``: "prompt", "sft", "preference" (pairs), "kto" (unpaired
+    thumbs), "rating" (scored completions) or "engagement" (engagement events with propensities).
 
     Returns dicts with ``prompt`` (+ ``completion`` for sft, + ``chosen``/``rejected`` and optional float ``margin``
-    for preference) as strings, plus every other column unchanged. Conversational values are rendered with the
+    for preference; + ``completion`` and a bool ``label`` for kto, a float ``score`` for rating, ``event``, float
+    ``value`` and float-or-None ``propensity`` for engagement) as strings, plus every other column unchanged. Conversational values are rendered with the
     tokenizer's chat template (fallback ``"role: content\\n"``). With ``tokenizer`` and ``max_length``, rows longer
     than ``max_length`` tokens are errors. All problems are raised together as one ``DataError``.
     """
@@ -329,7 +423,7 @@ def load_rows(
             problems.add(where, f"expected an object with named columns, got {show_value(raw)}")
             continue
         try:
-            out, issues = normalise(raw, renderer)
+            out, issues = normalise(raw if table.typed else csv_cells(raw, kind), renderer)
         except _RenderError as e:
             out, issues = None, [str(e)]
         for issue in issues:

@@ -27,6 +27,7 @@ class Table:
     unit: str  # "line" (JSONL, CSV: physical line in the file) or "row" (1-based position)
     rows: list[tuple[int, Any]] = field(default_factory=list)
     columns: list[str] | None = None  # known schema (Parquet, CSV, datasets): checked once, up front
+    typed: bool = True  # False for CSV: every cell is text (see loading.csv_cells)
 
     def where(self, number: int) -> str:
         return f"{self.name} {self.unit} {number}"
@@ -106,7 +107,7 @@ def _read_csv_table(path: Path, name: str, limit: int | None) -> Table:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         try:
-            table = Table(name, "line", columns=list(reader.fieldnames or []))
+            table = Table(name, "line", columns=list(reader.fieldnames or []), typed=False)
             for row in reader:
                 if limit is not None and len(table.rows) >= limit:
                     break

@@ -13,8 +13,11 @@ import torch
 IGNORE = -100
 
 
-def tokenize_row(tokenizer, row: dict[str, Any], max_length: int) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) for one row: prompt tokens labelled −100; the completion ends with EOS."""
+def tokenize_row(
+    tokenizer, row: dict[str, Any], max_length: int, truncate: bool = False
+) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) for one row: prompt tokens labelled −100; the completion ends with EOS. A row longer than
+    ``max_length`` is an error, or with ``truncate`` cut to its first ``max_length`` tokens."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     if "text" in row and "prompt" not in row:
         ids = tokenizer(row["text"], add_special_tokens=True)["input_ids"] + eos
@@ -23,6 +26,8 @@ def tokenize_row(tokenizer, row: dict[str, Any], max_length: int) -> tuple[list[
         prompt = tokenizer(row["prompt"], add_special_tokens=True)["input_ids"]
         completion = tokenizer(row["completion"], add_special_tokens=False)["input_ids"] + eos
         ids, labels = prompt + completion, [IGNORE] * len(prompt) + completion
+    if len(ids) > max_length and truncate:
+        ids, labels = ids[:max_length], labels[:max_length]
     if len(ids) > max_length:
         raise ValueError(f"row is {len(ids)} tokens, longer than model.max_length={max_length}: {str(row)[:120]}")
     return ids, labels

@@ -70,12 +70,16 @@ def reject_keys(data: Any, keys: set[str], where: str) -> Any:
     return data
 
 
-def check_preference_task(task: TaskConfig, command: str) -> None:
-    """Preference learners read pairs: from a dataset (``task.name: dataset``) or the reviews annotator."""
+def check_preference_task(
+    task: TaskConfig, command: str, feedback: str = "preference pairs (prompt/chosen/rejected)"
+) -> None:
+    """Learners from human feedback read it from a dataset (``task.name: dataset``) or simulate it on ``reviews``
+    (the annotator's pairs, thumbs from the gold reward); ``feedback`` names what and which columns."""
     if task.name not in ("reviews", "dataset"):
+        what, _, columns = feedback.partition(" (")
         raise ValueError(
-            f"task.name={task.name!r}: {command} learns from preference pairs — task.name: dataset with task.path "
-            "(prompt/chosen/rejected), or task.name: reviews (annotator pairs)"
+            f"task.name={task.name!r}: {command} learns from {what} — task.name: dataset with task.path "
+            f"({columns.rstrip(')')}), or task.name: reviews (simulated {what})"
         )
 
 
