@@ -302,6 +302,84 @@ def test_preference_errors(tmp_path):
     assert f"{path} line 5: fields 'chosen', 'rejected': no 'prompt' column and no shared first message" in text
 
 
+# --- feedback kinds: kto (thumbs), rating, engagement ---------------------------------------------------------------
+
+
+def test_kto_rows_plain_conversational_csv_and_parquet(tmp_path):
+    rows = load_rows([{"prompt": "1+1=", "completion": "2", "label": True, "response_id": "r1"}], kind="kto")
+    assert rows == [{"prompt": "1+1=", "completion": "2", "label": True, "response_id": "r1"}]
+    chat = [{"prompt": [msg("user", "hi")], "completion": [msg("assistant", "yo")], "label": False}]
+    assert load_rows(chat, kind="kto") == [{"prompt": "user: hi\nassistant:", "completion": " yo\n", "label": False}]
+    csv = tmp_path / "thumbs.csv"
+    csv.write_text("prompt,completion,label\na,b,true\nc,d,FALSE\n")
+    assert [r["label"] for r in load_rows(csv, kind="kto")] == [True, False]
+    pq.write_table(pa.Table.from_pylist([{"prompt": "a", "completion": "b", "label": False}]), tmp_path / "t.parquet")
+    assert load_rows(tmp_path / "t.parquet", kind="kto")[0]["label"] is False
+
+
+def test_kto_errors_name_file_line_and_field(tmp_path):
+    path = write_jsonl(
+        tmp_path / "thumbs.jsonl",
+        [
+            {"prompt": "q", "completion": "a", "label": 1},
+            {"prompt": "q", "completion": "a", "label": "true"},
+            {"prompt": "q", "completion": "a"},
+            {"prompt": "q", "label": True},
+            {"prompt": "q", "completion": "a", "label": None},
+        ],
+    )
+    text = str(error_of(path, kind="kto"))
+    assert f"{path} line 1: field 'label': expected a bool (true / false), got int 1" in text
+    assert f"{path} line 2: field 'label': expected a bool (true / false), got str 'true'" in text
+    assert f"{path} line 3: missing column 'label'" in text
+    assert f"{path} line 4: missing column 'completion'" in text
+    assert f"{path} line 5: field 'label': expected a bool (true / false), got NoneType None" in text
+    csv = tmp_path / "thumbs.csv"
+    csv.write_text("prompt,completion,label\na,b,yes\n")
+    assert f"{csv} line 2: field 'label': expected a bool (true / false), got str 'yes'" in str(
+        error_of(csv, kind="kto")
+    )
+    pq.write_table(pa.Table.from_pylist([{"prompt": "a", "completion": "b"}]), tmp_path / "x.parquet")
+    assert "kind='kto' needs column(s) 'completion' + 'label' + 'prompt'" in str(
+        error_of(tmp_path / "x.parquet", kind="kto")
+    )
+
+
+def test_kto_max_length_counts_prompt_and_completion():
+    tok = make_tokenizer(None)
+    err = error_of([{"prompt": "a b c", "completion": "d e f", "label": True}], kind="kto", tokenizer=tok, max_length=4)
+    assert "prompt+completion is 6 tokens, longer than max_length=4" in str(err)
+
+
+def test_rating_rows_and_errors(tmp_path):
+    assert load_rows([{"prompt": "p", "completion": "c", "score": 4}], kind="rating")[0]["score"] == 4.0
+    csv = tmp_path / "ratings.csv"
+    csv.write_text("prompt,completion,score\np,c,3.5\np,c,great\np,c,\n")
+    assert load_rows(str(csv), kind="rating", limit=1)[0]["score"] == 3.5
+    text = str(error_of(csv, kind="rating"))
+    assert f"{csv} line 3: field 'score': expected a finite number, got str 'great'" in text
+    assert f"{csv} line 4: field 'score': expected a finite number, got str ''" in text
+    text = str(
+        error_of([{"prompt": "p", "completion": "c", "score": True}, {"prompt": "p", "completion": "c"}], kind="rating")
+    )
+    assert "<list> row 1: field 'score': expected a finite number, got bool True" in text
+    assert "<list> row 2: missing column 'score'" in text
+
+
+def test_engagement_rows_and_errors(tmp_path):
+    row = {"response_id": "r", "prompt": "p", "completion": "c", "event": "watch_time", "value": 42, "propensity": 0.25}
+    assert load_rows([row, row | {"propensity": None}], kind="engagement")[1]["propensity"] is None
+    csv = tmp_path / "engagement.csv"
+    csv.write_text("prompt,completion,event,value,propensity\np,c,click,1,\np,c,click,1,0.5\n")
+    assert [r["propensity"] for r in load_rows(csv, kind="engagement")] == [None, 0.5]
+    bad = [row | {"propensity": 0.0}, row | {"propensity": 1.5}, row | {"event": ""}, row | {"value": "x"}]
+    text = str(error_of(bad, kind="engagement"))
+    assert "<list> row 1: field 'propensity': expected a probability in (0, 1], got float 0.0" in text
+    assert "<list> row 2: field 'propensity': expected a probability in (0, 1], got float 1.5" in text
+    assert "<list> row 3: field 'event': expected a non-empty event name, got str ''" in text
+    assert "<list> row 4: field 'value': expected a finite number, got str 'x'" in text
+
+
 def test_columnar_source_missing_column_is_one_error(tmp_path):
     path = tmp_path / "x.parquet"
     pq.write_table(pa.Table.from_pylist([{"question": "q", "answer": "a"}] * 100), path)
