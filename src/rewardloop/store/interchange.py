@@ -25,6 +25,7 @@ import json
 import os
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,15 +107,24 @@ def store_tasks(store: Store) -> list[Task]:
     return [*pairs.values(), *singles.values()]
 
 
-def _by_user(labels: list[Label]) -> Iterator[tuple[str | None, list[Label]]]:
-    """Labels grouped into one annotation per annotator (a second label of a kind starts another annotation)."""
+def _questions(label: Label) -> set[str]:
+    """The answers a label fills in an annotation: its kind, and the comment box when it carries a comment."""
+    return {label.kind, "comment"} if label.comment else {label.kind}
+
+
+def _by_user(labels: list[Label]) -> list[tuple[str | None, list[Label]]]:
+    """Labels grouped into annotations, one per annotator; a label whose answer the annotator's annotation already
+    holds (a second rating of one response, say) starts another annotation, as one holds one answer per question."""
     groups: list[tuple[str | None, list[Label]]] = []
     for label in labels:
-        group = next((g for u, g in groups if u == label.user and all(x.kind != label.kind for x in g)), None)
+        group = next(
+            (g for u, g in groups if u == label.user and not _questions(label) & set().union(*map(_questions, g))),
+            None,
+        )
         if group is None:
             groups.append((label.user, group := []))
         group.append(label)
-    yield from groups
+    return groups
 
 
 def _task_data(task: Task) -> dict[str, Any]:
@@ -155,6 +165,7 @@ LS_CONFIG = """<View>
 LS_VERDICT_CHOICES = {"Tie": 0.5, "Both bad": -1.0}
 LS_THUMBS_CHOICES = {"Good": 1.0, "Bad": -1.0}
 KEY_MARK = "rl="  # a result id "rl=<key>": the label was exported from a store with this idempotency key
+COMMENT_MARK = "#comment"  # "<key>#comment": the comment of the label stored with <key>
 
 
 def _ls_results(label: Label) -> list[dict[str, Any]]:
@@ -183,7 +194,7 @@ def _ls_results(label: Label) -> list[dict[str, Any]]:
         ]
     out = [{**mark, "from_name": name, "to_name": to, "type": kind, "value": value}]
     if label.comment:
-        note = {"id": f"{KEY_MARK}{label.key}#comment"} if label.key else {}
+        note = {"id": f"{KEY_MARK}{label.key}{COMMENT_MARK}"} if label.key else {}
         out.append(
             {
                 **note,
@@ -279,30 +290,41 @@ def argilla_records(tasks: list[Task]) -> list[dict[str, Any]]:
     question (``{"value", "user_id"}``), metadata."""
     out = []
     for task in tasks:
-        data = _task_data(task)
-        responses: dict[str, list[dict[str, Any]]] = {}
-        users, keys = {}, {}
-        for label in task.labels:
-            uid = argilla_user(label.user)
-            users[uid] = label.user
-            answers = _argilla_answer(label)
-            for question, value in answers:
-                responses.setdefault(question, []).append({"value": value, "user_id": uid, "status": "submitted"})
-            if label.key:
-                keys[f"{uid}/{answers[0][0]}"] = label.key  # the label's own question (its comment rides along)
-        meta = {**data.pop("rewardloop"), "users": users, "keys": keys}
-        out.append(
-            {
-                "id": task.key,
-                "fields": {**data, "response_b": data["response_b"] or None},
-                "metadata": {"rewardloop": json.dumps(meta, ensure_ascii=False)},
-                "suggestions": {},
-                "responses": responses,
-                "vectors": {},
-                "_server_id": None,
-            }
-        )
+        rounds: list[list[Label]] = [[]]  # an annotator answers a question once per record: extra answers → copies
+        seen: Counter = Counter()
+        for user, labels in _by_user(task.labels):
+            k, seen[user] = seen[user], seen[user] + 1
+            rounds += [[] for _ in range(k + 1 - len(rounds))]
+            rounds[k] += labels
+        for k, labels in enumerate(rounds):
+            out.append(_argilla_record(task, labels, task.key if k == 0 else f"{task.key}#{k + 1}"))
     return out
+
+
+def _argilla_record(task: Task, labels: list[Label], record_id: str) -> dict[str, Any]:
+    data = _task_data(task)
+    responses: dict[str, list[dict[str, Any]]] = {}
+    users, keys = {}, {}
+    for label in labels:
+        uid = argilla_user(label.user)
+        users[uid] = label.user
+        answers = _argilla_answer(label)
+        for question, value in answers:
+            responses.setdefault(question, []).append({"value": value, "user_id": uid, "status": "submitted"})
+        if label.key:
+            keys[f"{uid}/{answers[0][0]}"] = label.key
+            if label.comment and label.kind != "comment":
+                keys[f"{uid}/comment"] = f"{label.key}{COMMENT_MARK}"  # the comment rides on the label
+    meta = {**data.pop("rewardloop"), "users": users, "keys": keys}
+    return {
+        "id": record_id,
+        "fields": {**data, "response_b": data["response_b"] or None},
+        "metadata": {"rewardloop": json.dumps(meta, ensure_ascii=False)},
+        "suggestions": {},
+        "responses": responses,
+        "vectors": {},
+        "_server_id": None,
+    }
 
 
 # -- writing files -----------------------------------------------------------------------------------------------
@@ -348,6 +370,7 @@ def export_tasks(store: Store, fmt: str, out: str | os.PathLike) -> dict[str, An
         "out": str(path),
         "format": fmt,
         "companion": str(companion(path, fmt)),
+        "rows": len(rows),  # tasks / records written (Argilla: one copy more per extra answer to one question)
         "pair_tasks": sum(len(t.responses) == 2 for t in tasks),
         "single_tasks": sum(len(t.responses) == 1 for t in tasks),
         "labels": sum(len(t.labels) for t in tasks),
@@ -574,6 +597,12 @@ def _rows(task: ReadTask, source: str) -> tuple[list[dict[str, Any]], list[dict[
             raise InterchangeError(f"{task.where}.responses[{j}].{e}") from None
     ids = [it["id"] for it in interactions]
     labels = list(task.labels)
+    by_key = {label.key: label for label in labels}
+    for label in [x for x in labels if x.kind == "comment" and x.key.endswith(COMMENT_MARK)]:
+        owner = by_key.get(label.key.removesuffix(COMMENT_MARK))
+        if owner is not None:  # exported as the comment of that label: back onto it
+            owner.comment = label.comment
+            labels.remove(label)
     if len(ids) == 2:  # a comment on a pair task rides on the same annotator's pairwise label
         pairwise = {label.user: label for label in labels if label.kind == "pairwise"}
         for label in [x for x in labels if x.kind == "comment" and x.user in pairwise]:
