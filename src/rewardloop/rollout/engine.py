@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 
 import torch
+import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
 from rewardloop.config import GenerationConfig
@@ -87,6 +88,214 @@ def _forward(model, **kwargs):
         return model(**kwargs)
 
 
+# -- decoders: the running rows' KV cache and one decode step -----------------------------------------------------------
+def cache_to_kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The (keys, values) [B, H, L, D] of every layer of a transformers cache (``DynamicCache.layers`` or older lists)."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache, strict=True))
+
+
+class CacheDecoder:
+    """Decode steps through the model's own forward and transformers cache: any architecture, peft, autocast.
+
+    Rows are left-padded; ``attn`` [B, L] marks real columns, ``pos`` [B] is each row's next position.
+    """
+
+    def __init__(self, model, cache, attn: torch.Tensor, next_pos: torch.Tensor):
+        self.model, self.cache, self.attn, self.pos = model, cache, attn, next_pos
+        self.cache_arg = _cache_kwarg(model)
+
+    def keep_rows(self, order: list[int]) -> None:
+        """Row j becomes old row ``order[j]``; rows not named are dropped."""
+        index = torch.tensor(order, device=self.attn.device)
+        self.cache.batch_select_indices(index)
+        self.attn, self.pos = self.attn[index], self.pos[index]
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed tokens [B] at each row's next position; returns the next logits [B, V]."""
+        self.attn = torch.cat([self.attn, self.attn.new_ones(len(tokens), 1)], dim=1)
+        kwargs = {"use_cache": True, self.cache_arg: self.cache}
+        out = _forward(
+            self.model, input_ids=tokens[:, None], attention_mask=self.attn, position_ids=self.pos[:, None], **kwargs
+        )
+        self.pos = self.pos + 1
+        return out.logits[:, -1]
+
+
+class LeanDecoder:
+    """Decode steps for Llama / Qwen2 without the module stack: fused QKV and gate/up weights, one pre-allocated KV
+    buffer per layer written in place, a per-row key bias instead of a rebuilt mask, a RoPE table by position.
+
+    The running rows share a write column ``c``: row b's keys sit right-aligned in columns [start_b, c) (left padding,
+    bias −inf, as after the prefill); a step writes every row's new key and value at column c and attends over
+    columns [0, c]. Positions are per row (``pos``), so a row sees the same positions alone or in any batch, and each
+    row's arithmetic is the model's own: greedy tokens equal eager decoding's (tests/serve/test_engine_lean.py,
+    benchmarks/decode_speed.py). The weights are read when the decoder is built: build a new one after an update.
+    """
+
+    ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM")
+
+    @classmethod
+    def supports(cls, model) -> bool:
+        """True for an unwrapped Llama or Qwen2 with default RoPE, SiLU, full attention, outside autocast."""
+        cfg = getattr(model, "config", None)
+        if type(model).__name__ not in cls.ARCHITECTURES or cfg is None:
+            return False
+        rope = getattr(getattr(model.model, "rotary_emb", None), "rope_type", None)
+        dropout = model.training and getattr(cfg, "attention_dropout", 0.0) > 0
+        device = next(model.parameters()).device.type
+        return (
+            rope == "default"
+            and cfg.hidden_act == "silu"
+            and not getattr(cfg, "use_sliding_window", False)
+            and not dropout
+            and not torch.is_autocast_enabled(device)
+        )
+
+    def __init__(self, model, rows: int, columns: int = 64):
+        m, cfg = model.model, model.config
+        attn = m.layers[0].self_attn
+        self.heads, self.kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, attn.head_dim
+        self.scaling, self.eps = attn.scaling, cfg.rms_norm_eps
+        self.rotary, self.embed, self.norm, self.head = (
+            m.rotary_emb,
+            m.embed_tokens.weight,
+            m.norm.weight,
+            model.lm_head,
+        )
+        self.layers = [_fuse_layer(layer) for layer in m.layers]
+        self.dtype, self.device = self.embed.dtype, self.embed.device
+        self.cos = self.sin = torch.empty(0, self.head_dim, dtype=self.dtype, device=self.device)  # RoPE by position
+        self.n, self.c, self.start = 0, 0, []  # rows, write column, each row's first real column
+        self.k = self.v = self.bias = self.pos = None
+        self._allocate(rows, columns, shift=0)
+
+    def _allocate(self, rows: int, columns: int, shift: int) -> None:
+        """New buffers k/v [rows, H, columns, D], bias [rows, columns], pos [rows]; the running rows' columns
+        [lo, c) move to [lo + shift, c + shift), lo = max(0, −shift) (a negative shift drops leading columns)."""
+        H, D, kw = self.kv_heads, self.head_dim, {"dtype": self.dtype, "device": self.device}
+        old_k, old_v, old_bias, old_pos = self.k, self.v, self.bias, self.pos
+        self.k = [torch.zeros(rows, H, columns, D, **kw) for _ in self.layers]
+        self.v = [torch.zeros(rows, H, columns, D, **kw) for _ in self.layers]
+        self.bias = torch.zeros(rows, columns, **kw)
+        self.pos = torch.zeros(rows, dtype=torch.long, device=self.device)
+        if not self.n:
+            self.c = 0
+            return
+        n, lo, c = self.n, max(0, -shift), self.c
+        for new, old in zip([*self.k, *self.v], [*old_k, *old_v], strict=True):
+            new[:n, :, lo + shift : c + shift] = old[:n, :, lo:c]
+        self.bias[:n, : lo + shift] = float("-inf")
+        self.bias[:n, lo + shift : c + shift] = old_bias[:n, lo:c]
+        self.pos[:n] = old_pos[:n]
+        self.c, self.start = c + shift, [s + shift for s in self.start]
+
+    def add_rows(self, cache, attn: torch.Tensor, next_pos: torch.Tensor) -> None:
+        """Append the rows of a prefill: its transformers ``cache`` [k, H, P, D] per layer, left-padded with mask
+        ``attn`` [k, P], and their next positions [k]."""
+        k, P = attn.shape
+        shift = max(0, P - self.c)  # the new rows need P columns before the write column
+        rows, cols = self.k[0].shape[0], self.k[0].shape[2]
+        if (shift and self.n) or self.n + k > rows or self.c + shift + 1 > cols:
+            self._allocate(max(rows, self.n + k), max(cols, 2 * (self.c + shift + 1)), shift)
+        new, c = slice(self.n, self.n + k), self.c if self.n else P
+        for (keys, values), kb, vb in zip(cache_to_kv(cache), self.k, self.v, strict=True):
+            kb[new, :, c - P : c], vb[new, :, c - P : c] = keys, values
+        self.bias[new] = 0.0
+        self.bias[new, : c - P] = float("-inf")
+        self.bias[new, c - P : c].masked_fill_(attn == 0, float("-inf"))
+        self.pos[new] = next_pos
+        self.start += [c - P + int(pad) for pad in (attn == 0).sum(1).tolist()]
+        self.n, self.c = self.n + k, c
+
+    def keep_rows(self, order: list[int]) -> None:
+        """Row j becomes old row ``order[j]``; rows not named are dropped. Only rows that move are copied; leading
+        columns that no row uses any more are dropped once they are a quarter of the buffer."""
+        moved = [(j, i) for j, i in enumerate(order) if i != j]
+        if moved:
+            dst, src = (torch.tensor(x, device=self.device) for x in zip(*moved, strict=True))
+            for buf in [*self.k, *self.v, self.bias, self.pos]:
+                buf[dst] = buf[src]
+        self.start, self.n = [self.start[i] for i in order], len(order)
+        if not self.n:
+            self.c = 0
+        elif (lo := min(self.start)) * 4 >= self.k[0].shape[2]:
+            self._allocate(self.k[0].shape[0], self.k[0].shape[2], -lo)
+
+    # -- one token -------------------------------------------------------------------------------------------------
+    def _rope(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [B, 1, D] at positions pos [B] (the model's rotary embedding, tabulated)."""
+        need = int(pos.max()) + 1
+        if need > len(self.cos):
+            size = max(need, 2 * len(self.cos), 256)
+            positions = torch.arange(size, device=self.device)[None]
+            cos, sin = self.rotary(self.embed[:1], positions)
+            self.cos, self.sin = cos[0], sin[0]
+        return self.cos[pos][:, None], self.sin[pos][:, None]
+
+    def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """RMSNorm as the model computes it (in float32, scaled by weight in the input's dtype)."""
+        if x.dtype == torch.float32:  # one fused op, bitwise equal to the formula below in float32
+            return F.rms_norm(x, weight.shape, weight, self.eps)
+        h = x.float()
+        return weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed tokens [B] (B = running rows) at each row's next position; returns the next logits [B, V]."""
+        B, c, nh, nkv, D = self.n, self.c, self.heads, self.kv_heads, self.head_dim
+        if c + 1 > self.k[0].shape[2]:
+            self._allocate(self.k[0].shape[0], 2 * (c + 1), 0)
+        cos, sin = self._rope(self.pos[:B])  # [B, 1, D]
+        bias = self.bias[:B, None, None, : c + 1]  # [B, 1, 1, c+1]
+        x = F.embedding(tokens, self.embed)  # [B, hidden]
+        for (ln1, qkv_w, qkv_b, o_proj, ln2, gu_w, gu_b, down), kb, vb in zip(self.layers, self.k, self.v, strict=True):
+            qkv = F.linear(self._rms(x, ln1), qkv_w, qkv_b)  # [B, (nh + 2 nkv) D]
+            qk = qkv[:, : (nh + nkv) * D].view(B, nh + nkv, D)
+            half1, half2 = qk.chunk(2, -1)
+            qk = qk * cos + torch.cat([-half2, half1], -1) * sin  # RoPE on queries and keys at once
+            kb[:B, :, c], vb[:B, :, c] = qk[:, nh:], qkv[:, (nh + nkv) * D :].view(B, nkv, D)
+            q = qk[:, :nh].reshape(B, nkv, nh // nkv, D)  # query heads grouped by their key head
+            scores = q @ kb[:B, :, : c + 1].transpose(-1, -2) * self.scaling + bias  # [B, nkv, nh/nkv, c+1]
+            att = scores.softmax(-1, dtype=torch.float32).to(q.dtype) @ vb[:B, :, : c + 1]  # [B, nkv, nh/nkv, D]
+            x = x + o_proj(att.reshape(B, nh * D))
+            gate, up = F.linear(self._rms(x, ln2), gu_w, gu_b).chunk(2, -1)
+            x = x + down(F.silu(gate) * up)
+        self.c += 1
+        self.pos[:B] += 1
+        return self.head(self._rms(x, self.norm))
+
+
+def _fuse_layer(layer) -> tuple:
+    """A decoder layer's weights for the lean step: norms, fused q/k/v (weight, bias), o_proj, fused gate/up, down."""
+    a, mlp = layer.self_attn, layer.mlp
+
+    def cat(*parts):
+        return None if parts[0] is None else torch.cat(parts).detach()
+
+    qkv = (a.q_proj, a.k_proj, a.v_proj)
+    gate_up = (mlp.gate_proj, mlp.up_proj)
+    return (
+        layer.input_layernorm.weight,
+        cat(*(p.weight for p in qkv)),
+        cat(*(p.bias for p in qkv)),
+        a.o_proj,
+        layer.post_attention_layernorm.weight,
+        cat(*(p.weight for p in gate_up)),
+        cat(*(p.bias for p in gate_up)),
+        mlp.down_proj,
+    )
+
+
+def make_decoder(model, cache, attn: torch.Tensor, next_pos: torch.Tensor, columns: int):
+    """The decoder for the rows of a prefill: ``LeanDecoder`` where it supports the model, else ``CacheDecoder``."""
+    if not LeanDecoder.supports(model):
+        return CacheDecoder(model, cache, attn, next_pos)
+    decoder = LeanDecoder(model, rows=len(attn), columns=columns)
+    decoder.add_rows(cache, attn, next_pos)
+    return decoder
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -120,8 +329,7 @@ def generate(
     positions = position_ids_from_mask(prompt_mask)
     out = _forward(model, input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True)
     cache, logits = getattr(out, "cache", None) or out.past_key_values, out.logits[:, -1]  # logits [B, V]
-    cache_arg = _cache_kwarg(model)
-    attn, next_pos = prompt_mask, positions[:, -1] + 1  # [B, P], [B]
+    decoder = make_decoder(model, cache, prompt_mask, positions[:, -1] + 1, columns=prompt_ids.shape[1] + T + 1)
     active = torch.arange(B, device=device)  # rows still generating
 
     for t in range(T):
@@ -140,19 +348,10 @@ def generate(
         # 3. Compaction: drop finished rows from the batch and the cache.
         if not keep.all():
             kept = keep.nonzero().squeeze(-1)
-            cache.batch_select_indices(kept)
-            active, attn, tokens, next_pos = active[kept], attn[kept], tokens[kept], next_pos[kept]
-        # 4. Decode step: feed the sampled token, extend the mask.
-        attn = torch.cat([attn, attn.new_ones(attn.shape[0], 1)], dim=1)
-        out = _forward(
-            model,
-            input_ids=tokens[:, None],
-            attention_mask=attn,
-            position_ids=next_pos[:, None],
-            use_cache=True,
-            **{cache_arg: cache},
-        )
-        logits, next_pos = out.logits[:, -1], next_pos + 1
+            decoder.keep_rows(kept.tolist())
+            active, tokens = active[kept], tokens[kept]
+        # 4. Decode step: feed the sampled tokens.
+        logits = decoder.step(tokens)
 
     width = int(response_mask.sum(1).max().item()) if B else 0  # trim columns nobody used
     response_ids, response_mask, logprobs = response_ids[:, :width], response_mask[:, :width], logprobs[:, :width]

@@ -10,14 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from rewardloop.rollout.engine import CacheDecoder, cache_to_kv
+
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [B, H, L, D]
-
-
-def cache_to_kv(cache) -> KV:
-    """The (keys, values) of every layer of a transformers cache (``DynamicCache.layers`` or the older lists)."""
-    if hasattr(cache, "layers"):
-        return [(layer.keys, layer.values) for layer in cache.layers]
-    return list(zip(cache.key_cache, cache.value_cache, strict=True))
 
 
 def kv_into_cache(cache, kv: KV) -> None:
@@ -60,6 +55,37 @@ def select_kv(kv: KV, attn: torch.Tensor, rows: torch.Tensor) -> tuple[KV, torch
     start = int(used[0]) if len(used) else attn.shape[1]
     kv = [(k.index_select(0, rows)[:, :, start:], v.index_select(0, rows)[:, :, start:]) for k, v in kv]
     return kv, attn[:, start:]
+
+
+class CacheRows(CacheDecoder):
+    """The running batch through the model's own forward and transformers cache (models ``LeanDecoder`` does not
+    support): rows join left-padded to a common length and leave with the columns no kept row uses."""
+
+    def add_rows(self, cache, attn: torch.Tensor, next_pos: torch.Tensor) -> None:
+        """Append the rows of a prefill: its ``cache``, mask ``attn`` [k, P] and next positions [k]."""
+        kv, self.attn = merge_kv(cache_to_kv(self.cache), self.attn, cache_to_kv(cache), attn)
+        kv_into_cache(self.cache, kv)
+        self.pos = torch.cat([self.pos, next_pos])
+
+    def keep_rows(self, order: list[int]) -> None:
+        """Row j becomes old row ``order[j]``; rows not named are dropped."""
+        index = torch.tensor(order, device=self.attn.device)
+        kv, self.attn = select_kv(cache_to_kv(self.cache), self.attn, index)
+        kv_into_cache(self.cache, kv)
+        self.pos = self.pos[index]
+
+
+def fill_holes(n: int, removed: list[int]) -> list[int]:
+    """The rows of a batch of ``n`` that stay when ``removed`` leave, with rows from the end moved into the holes
+    (a decoder then copies only those): new row j is old row ``order[j]``."""
+    gone = set(removed)
+    size = n - len(gone)
+    order = list(range(size))
+    holes = [j for j in order if j in gone]
+    tail = [i for i in range(size, n) if i not in gone]
+    for j, i in zip(holes, tail, strict=True):
+        order[j] = i
+    return order
 
 
 def sample_rows(

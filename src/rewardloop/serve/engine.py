@@ -15,7 +15,6 @@ not one request at a time, nor a fixed batch waiting for its slowest row (vLLM /
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 from collections import deque
@@ -26,15 +25,8 @@ import torch
 
 from rewardloop.ops import position_ids_from_mask
 from rewardloop.rollout import eos_token_ids
-from rewardloop.serve.batching import (
-    cache_to_kv,
-    cut_at_stop,
-    held_back,
-    kv_into_cache,
-    merge_kv,
-    sample_rows,
-    select_kv,
-)
+from rewardloop.rollout.engine import LeanDecoder
+from rewardloop.serve.batching import CacheRows, cut_at_stop, fill_holes, held_back, sample_rows
 from rewardloop.types import pad_left
 
 log = logging.getLogger(__name__)
@@ -86,11 +78,6 @@ class Sequence:
         self.cancelled = True
 
 
-def _cache_keyword(model) -> str:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-
-
 class ContinuousBatcher:
     """The serving engine. ``submit`` from any thread; ``step`` only from one (``start()`` runs it in a thread)."""
 
@@ -100,16 +87,16 @@ class ContinuousBatcher:
         self.eos = set(eos_token_ids(model, tokenizer))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
-        self._cache_kw = _cache_keyword(model)
+        self._lean = LeanDecoder.supports(model)  # the fast decode step; else the model's forward and cache
         self._generator = torch.Generator().manual_seed(seed)  # draws of rows without their own seed
         self._waiting: deque[Sequence] = deque()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
-        # the running batch: rows, their KV cache, mask [B, L], next position [B], pending logits [B, V]
+        # the running batch: rows, their decoder (KV cache, positions) and pending logits [B, V]
         self.rows: list[Sequence] = []
-        self._cache = None
-        self._attn = self._next_pos = self._logits = None
+        self._decoder: LeanDecoder | CacheRows | None = None
+        self._logits = None
         self.stats = {"steps": 0, "max_rows": 0, "shared_steps": 0, "tokens": 0, "prefills": 0}
 
     # -- requests ----------------------------------------------------------------------------------------------
@@ -165,7 +152,7 @@ class ContinuousBatcher:
     def _fail_all(self, message: str) -> None:
         with self._wake:
             failed, self._waiting = [*self.rows, *self._waiting], deque()
-        self.rows, self._cache = [], None
+        self.rows, self._decoder, self._logits = [], None, None
         for seq in failed:
             seq.finish_reason = "error"
             seq.sink(Delta(-1, 0.0, "", finish_reason="error", error=message))
@@ -207,22 +194,17 @@ class ContinuousBatcher:
                 alts = list(zip(top.indices[i, :n].tolist(), top.values[i, :n].tolist(), strict=True))
             if self._advance(seq, token_list[i], logp_list[i], alts):
                 finished.append(i)
-        self._drop(finished)
+        order = self._drop(finished)
         if not self.rows:
             return True
 
         # 5. Decode the sampled tokens of the rows still running.
-        keep = [i for i in range(B) if i not in set(finished)]
-        fed = tokens[torch.tensor(keep, device=self.device)] if finished else tokens
-        self._attn = torch.cat([self._attn, self._attn.new_ones(len(keep), 1)], dim=1)
-        out = self._forward(fed[:, None], self._attn, self._next_pos[:, None], self._cache)
-        self._logits, self._next_pos = out.logits[:, -1], self._next_pos + 1
+        fed = tokens[torch.tensor(order, device=self.device)] if finished else tokens
+        self._logits = self._decoder.step(fed)
         return True
 
-    def _forward(self, ids, attn, positions, cache):
+    def _prefill(self, ids, attn, positions):
         kwargs = {"input_ids": ids, "attention_mask": attn, "position_ids": positions, "use_cache": True}
-        if cache is not None:
-            kwargs[self._cache_kw] = cache
         try:
             return self.model(**kwargs, logits_to_keep=1)
         except TypeError:  # models without logits_to_keep
@@ -238,32 +220,34 @@ class ContinuousBatcher:
             return
         ids, attn = (t.to(self.device) for t in pad_left([s.prompt_ids for s in new], self.pad_id))
         positions = position_ids_from_mask(attn)
-        out = self._forward(ids, attn, positions, None)
+        out = self._prefill(ids, attn, positions)
         cache = getattr(out, "cache", None) or out.past_key_values
         logits, next_pos = out.logits[:, -1], positions[:, -1] + 1
         self.stats["prefills"] += 1
-        if self._cache is None:
-            self._cache, self._attn, self._next_pos, self._logits = cache, attn, next_pos, logits
-        else:
-            kv, self._attn = merge_kv(cache_to_kv(self._cache), self._attn, cache_to_kv(cache), attn)
-            kv_into_cache(self._cache, kv)
-            self._next_pos = torch.cat([self._next_pos, next_pos])
+        if self._decoder is not None:
+            self._decoder.add_rows(cache, attn, next_pos)
             self._logits = torch.cat([self._logits, logits])
+        elif self._lean:  # a new batch reads the weights as they are now
+            self._decoder = LeanDecoder(self.model, rows=self.max_batch, columns=2 * attn.shape[1] + 64)
+            self._decoder.add_rows(cache, attn, next_pos)
+            self._logits = logits
+        else:
+            self._decoder, self._logits = CacheRows(self.model, cache, attn, next_pos), logits
         self.rows.extend(new)
 
-    def _drop(self, rows: list[int]) -> None:
+    def _drop(self, rows: list[int]) -> list[int]:
+        """Drop ``rows`` from the batch (rows from the end fill their places); returns the order kept: new row j is
+        old row order[j]."""
+        order = fill_holes(len(self.rows), rows)
         if not rows:
-            return
-        gone = set(rows)
-        keep = [i for i in range(len(self.rows)) if i not in gone]
-        self.rows = [self.rows[i] for i in keep]
-        if not keep:
-            self._cache = self._attn = self._next_pos = self._logits = None
-            return
-        index = torch.tensor(keep, device=self.device)
-        kv, self._attn = select_kv(cache_to_kv(self._cache), self._attn, index)
-        kv_into_cache(self._cache, kv)
-        self._next_pos, self._logits = self._next_pos[index], self._logits[index]
+            return order
+        self.rows = [self.rows[i] for i in order]
+        if not order:
+            self._decoder = self._logits = None
+            return order
+        self._decoder.keep_rows(order)
+        self._logits = self._logits[torch.tensor(order, device=self.device)]
+        return order
 
     def _advance(self, seq: Sequence, token: int, logprob: float, alts) -> bool:
         """Append ``token`` to ``seq``, update its text, emit the delta; True when the row is finished."""

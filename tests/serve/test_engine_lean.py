@@ -1,0 +1,121 @@
+"""The lean decode path (``rollout.engine.LeanDecoder``): a pre-allocated KV cache and a functional one-token step
+give the same logits and greedy tokens as the model's own forward with its transformers cache, while rows join
+(longer prompts than the running batch has columns), leave (rows from the end fill the holes) and the buffers grow
+and drop unused leading columns."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from rewardloop.ops import position_ids_from_mask
+from rewardloop.rollout import encode_prompts
+from rewardloop.rollout.engine import LeanDecoder
+from rewardloop.serve.batching import CacheRows, fill_holes
+from rewardloop.serve.engine import ContinuousBatcher, SamplingParams
+from rewardloop.types import pad_left
+
+PROMPTS = ["1+2=", "37+48=", "the product is great", "9", "a long prompt about many different things", "ok"]
+
+
+def prefill(model, tokenizer, prompts: list[str]):
+    """The model's forward over left-padded prompts: (cache, mask [k, P], next positions [k], last logits [k, V])."""
+    ids, attn = pad_left(encode_prompts(tokenizer, prompts), tokenizer.pad_token_id)
+    positions = position_ids_from_mask(attn)
+    out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True)
+    return out.past_key_values, attn, positions[:, -1] + 1, out.logits[:, -1]
+
+
+def test_fill_holes_moves_only_rows_from_the_end():
+    assert fill_holes(5, [1, 3]) == [0, 4, 2]
+    assert fill_holes(4, [3]) == [0, 1, 2]
+    assert fill_holes(4, []) == [0, 1, 2, 3]
+    assert fill_holes(3, [0, 1, 2]) == []
+    assert fill_holes(6, [0, 5]) == [4, 1, 2, 3]
+
+
+def test_supports_llama_and_qwen2_only_outside_autocast(tiny_llama, tiny_model, tokenizer):
+    assert LeanDecoder.supports(tiny_llama) and LeanDecoder.supports(tiny_model("qwen2-1m"))
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2, n_positions=64))
+    assert not LeanDecoder.supports(gpt2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not LeanDecoder.supports(tiny_llama)
+
+
+@pytest.mark.parametrize("preset", ["llama-1m", "qwen2-1m"])
+@torch.inference_mode()
+def test_lean_steps_equal_the_models_own_cache_as_rows_join_and_leave(preset, tiny_model, tokenizer):
+    model = tiny_model(preset, seed=3)
+    # columns=4 forces the buffers to grow; the reference is the model's forward with its DynamicCache
+    lean, ref = None, None
+    logits_lean = logits_ref = None
+
+    def add(prompts):
+        nonlocal lean, ref, logits_lean, logits_ref
+        for side in ("lean", "ref"):
+            cache, attn, pos, logits = prefill(model, tokenizer, prompts)
+            if side == "lean":
+                lean = lean or LeanDecoder(model, rows=2, columns=4)
+                lean.add_rows(cache, attn, pos)
+                logits_lean = logits if logits_lean is None else torch.cat([logits_lean, logits])
+            elif ref is None:
+                ref, logits_ref = CacheRows(model, cache, attn, pos), logits
+            else:
+                ref.add_rows(cache, attn, pos)
+                logits_ref = torch.cat([logits_ref, logits])
+
+    def step(times=1):
+        nonlocal logits_lean, logits_ref
+        for _ in range(times):
+            assert torch.equal(logits_lean.argmax(-1), logits_ref.argmax(-1))
+            assert torch.allclose(logits_lean, logits_ref, atol=1e-4), (logits_lean - logits_ref).abs().max()
+            tokens = logits_ref.argmax(-1)
+            logits_lean, logits_ref = lean.step(tokens), ref.step(tokens)
+
+    def drop(rows):
+        nonlocal logits_lean, logits_ref
+        order = fill_holes(len(logits_ref), rows)
+        lean.keep_rows(order)
+        ref.keep_rows(order)
+        logits_lean, logits_ref = logits_lean[order], logits_ref[order]
+
+    add(PROMPTS[:3])  # 3 rows > the 2 allocated
+    step(3)
+    add([PROMPTS[4]])  # a prompt longer than the columns written so far: the running rows shift right
+    step(2)
+    drop([0, 2])
+    step(2)
+    add([PROMPTS[3], PROMPTS[5]])  # short prompts join right-aligned at the write column
+    step(3)
+    columns = lean.k[0].shape[2]
+    drop([0, 1])  # the two oldest rows leave: the leading columns nobody uses are dropped
+    assert lean.k[0].shape[2] == columns and lean.c < columns and min(lean.start) == 0
+    step(columns - lean.c + 1)  # and the buffers grow again
+    assert lean.k[0].shape[2] > columns
+    step(1)
+
+
+def staggered(model, tokenizer, lean: bool, params) -> dict[int, list[int]]:
+    """Requests join at steps 0, 0, 2, 4, 6 with different max_tokens; the engine on either decode path."""
+    engine = ContinuousBatcher(model, tokenizer, max_batch=4)
+    engine._lean = lean
+    joins, out = {0: [0, 1], 2: [2], 4: [3], 6: [4, 5]}, {i: [] for i in range(len(PROMPTS))}
+    for step in range(200):
+        for i in joins.get(step, []):
+            engine.submit(encode_prompts(tokenizer, [PROMPTS[i]])[0], params(i), out[i].append)
+        if step == 1:
+            assert isinstance(engine._decoder, LeanDecoder if lean else CacheRows)
+        if not engine.step() and step > 6:
+            break
+    return {i: [d.token_id for d in ds] for i, ds in out.items()}
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_engine_decodes_the_same_tokens_on_the_lean_and_the_cache_path(tiny_llama, tokenizer, temperature):
+    def params(i):
+        return SamplingParams(max_tokens=[9, 4, 12, 3, 8, 6][i], temperature=temperature, seed=10 + i)
+
+    lean, ref = staggered(tiny_llama, tokenizer, True, params), staggered(tiny_llama, tokenizer, False, params)
+    assert lean == ref
+    assert [len(t) for t in lean.values()] == [9, 4, 12, 3, 8, 6]
