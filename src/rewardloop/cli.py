@@ -41,6 +41,14 @@ COMMANDS: dict[str, Command] = {
     ),
     "dpo": Command("rewardloop.algorithms.dpo", "DPOConfig", "train", help="direct preference optimisation"),
     "serve": Command("rewardloop.serve", "ServeConfig", "serve", help="OpenAI-compatible server, logs to the store"),
+    "keys": Command(
+        "rewardloop.store.keys",
+        "KeysConfig",
+        "run",
+        help="API keys for `serve.auth`: keys create --name alice --role annotator --store URL | keys list | revoke",
+        actions=("create", "list", "revoke"),
+        flags=(("--store", "store.url"), ("--name", "name"), ("--role", "role")),
+    ),
     "feedback": Command(
         "rewardloop.store.export",
         "FeedbackConfig",

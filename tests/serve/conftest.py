@@ -71,3 +71,9 @@ def live(tiny_llama, tokenizer, store):
 @pytest.fixture(scope="module")
 def client(live):
     return openai.OpenAI(base_url=f"{live.url}/v1", api_key="x", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def live_server_class():
+    """``LiveServer``, for test modules that start a server with their own config (auth on, a browser, ...)."""
+    return LiveServer

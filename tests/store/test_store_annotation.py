@@ -42,7 +42,7 @@ def test_keys_are_stored_hashed_and_checked(store):
         keys.create("bob", "root")
     with pytest.raises(Store.StoreError, match="already exists"):
         keys.create("alice", "client")
-    with pytest.raises(Store.StoreError, match="name: .*without ':'"):
+    with pytest.raises(Store.StoreError, match=r"name: .*without ':'"):
         keys.create("a:b", "client")
     keys.revoke("alice")
     assert keys.authenticate(key) is None and not keys.any_active()

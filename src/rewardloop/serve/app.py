@@ -370,8 +370,10 @@ def add_routes(app: FastAPI, server: Server) -> None:
         return {"results": [{"id": fid, "created": created} for fid, created in results]}
 
     @app.get("/v1/feedback/export", dependencies=[auth.needs("admin")])
-    def feedback_export(format: TRLFormat = "pairs"):
+    def feedback_export(request: Request, format: TRLFormat = "pairs"):
         """The stored feedback as TRL-format rows (as `rewardloop feedback export`); admins only."""
+        if unknown := sorted(set(request.query_params) - {"format"}):  # `?fromat=kto` must not export pairs
+            raise ValueError(f"{unknown[0]}: unknown query parameter (allowed: format)")
         skipped: Counter = Counter()
         rows = list(EXPORTERS[format](server.store, skipped))
         return {"format": format, "rows": rows, "skipped": dict(skipped)}
