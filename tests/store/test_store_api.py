@@ -28,7 +28,7 @@ def test_migrations_create_exactly_the_models(store):
     with store.engine.connect() as c:
         ctx = MigrationContext.configure(c, opts={"version_table": "rewardloop_alembic_version"})
         assert compare_metadata(ctx, Base.metadata) == []
-        assert ctx.get_current_revision() == "0002"
+        assert ctx.get_current_revision() == "0003"
 
 
 def test_open_twice_keeps_data(store_url):

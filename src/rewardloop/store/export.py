@@ -67,8 +67,8 @@ def _completion(it: Row) -> str | list:
     return [{"role": "assistant", "content": it["completion"]}] if it["kind"] == "chat" else it["completion"]
 
 
-def pairs_rows(store: Store, skipped: Counter) -> Iterator[Row]:
-    for fb, a, b in store.iter_feedback(("pairwise",)):
+def pairs_rows(store: Store, skipped: Counter, ids: list[int] | None = None) -> Iterator[Row]:
+    for fb, a, b in store.iter_feedback(("pairwise",), ids):
         if fb["value"] not in (0.0, 1.0):
             skipped["tie" if fb["value"] == 0.5 else "both_bad"] += 1
             continue
@@ -85,16 +85,16 @@ def pairs_rows(store: Store, skipped: Counter) -> Iterator[Row]:
         }
 
 
-def kto_rows(store: Store, skipped: Counter) -> Iterator[Row]:
-    for fb, it, _ in store.iter_feedback(("thumbs",)):
+def kto_rows(store: Store, skipped: Counter, ids: list[int] | None = None) -> Iterator[Row]:
+    for fb, it, _ in store.iter_feedback(("thumbs",), ids):
         yield {"prompt": _prompt(it), "completion": _completion(it), "label": fb["value"] > 0, "response_id": it["id"]}
 
 
-def sft_rows(store: Store, skipped: Counter) -> Iterator[Row]:
+def sft_rows(store: Store, skipped: Counter, ids: list[int] | None = None) -> Iterator[Row]:
     """Responses with a thumbs-up or a rating ≥ 4 and no thumbs-down or rating ≤ 2, once each, in id order."""
     good: dict[str, Row] = {}
     bad: set[str] = set()
-    for fb, it, _ in store.iter_feedback(("thumbs", "rating")):
+    for fb, it, _ in store.iter_feedback(("thumbs", "rating"), ids):
         positive = fb["value"] > 0 if fb["kind"] == "thumbs" else fb["value"] >= 4
         negative = fb["value"] < 0 if fb["kind"] == "thumbs" else fb["value"] <= 2
         if positive:
@@ -108,8 +108,8 @@ def sft_rows(store: Store, skipped: Counter) -> Iterator[Row]:
         yield {"prompt": _prompt(it), "completion": _completion(it), "response_id": rid}
 
 
-def engagement_rows(store: Store, skipped: Counter) -> Iterator[Row]:
-    for fb, it, _ in store.iter_feedback(("engagement",)):
+def engagement_rows(store: Store, skipped: Counter, ids: list[int] | None = None) -> Iterator[Row]:
+    for fb, it, _ in store.iter_feedback(("engagement",), ids):
         yield {
             "response_id": it["id"],
             "prompt": _prompt(it),
@@ -121,7 +121,7 @@ def engagement_rows(store: Store, skipped: Counter) -> Iterator[Row]:
         }
 
 
-EXPORTERS: dict[str, Callable[[Store, Counter], Iterator[Row]]] = {
+EXPORTERS: dict[str, Callable[..., Iterator[Row]]] = {  # (store, skipped, ids=None) → rows
     "pairs": pairs_rows,
     "kto": kto_rows,
     "sft": sft_rows,

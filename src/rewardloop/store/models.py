@@ -6,6 +6,7 @@
   and — when the server chose among candidates — which candidate was shown and its propensity).
 - ``Feedback``: one signal about a response: thumbs, rating, pairwise choice, comment or engagement event, stored
   once per ``idempotency_key``.
+- ``LoopRound``: one round of the feedback loop; ``Feedback.round_id`` marks the rows a finished round used.
 - ``ApiKey``: a key for the server, with a role (``ROLES``); only the key's SHA-256 is stored.
 - ``AnnotationItem``: a pair of responses to the same prompt waiting for annotators (``/annotate``); a label is
   pairwise ``Feedback`` whose idempotency key is ``annotate:<item id>:<annotator>``.
@@ -24,6 +25,7 @@ FEEDBACK_KINDS = ("thumbs", "rating", "pairwise", "comment", "engagement")
 # pairwise ``value``: 1 = response_id preferred, 0 = other_response_id preferred, 0.5 = tie, -1 = both bad
 PAIRWISE_VALUES = {1.0: "response_id preferred", 0.0: "other preferred", 0.5: "tie", -1.0: "both bad"}
 MODEL_STATUSES = ("candidate", "serving", "retired", "rejected")
+ROUND_STATUSES = ("running", "promoted", "rejected")
 # client: generate and post feedback; annotator: also the annotation pages; admin: everything (keys, export, progress)
 ROLES = ("client", "annotator", "admin")
 
@@ -83,6 +85,24 @@ class Feedback(Base):
     comment: Mapped[str | None] = mapped_column(Text)
     user_id: Mapped[str | None] = mapped_column(String(200), index=True)  # the user or annotator
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    round_id: Mapped[int | None] = mapped_column(Integer, index=True)  # the loop round that used it (None: not yet)
+
+
+class LoopRound(Base):
+    """One round of ``rewardloop loop``: the feedback it claimed, the candidate it trained, the decision."""
+
+    __tablename__ = "loop_rounds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # ROUND_STATUSES
+    algo: Mapped[str] = mapped_column(String(16))
+    parent: Mapped[str] = mapped_column(String(200))  # the serving version the candidate starts from
+    feedback_ids: Mapped[list[int]] = mapped_column(JSON)  # claimed when the round started; fixed on resume
+    candidate: Mapped[str | None] = mapped_column(String(200))  # the registered model version, once trained
+    run_dir: Mapped[str] = mapped_column(Text)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ApiKey(Base):

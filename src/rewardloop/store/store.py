@@ -323,10 +323,15 @@ class Store:
 
     # -- reading for export ---------------------------------------------------------------------------------------
 
-    def iter_feedback(self, kinds: tuple[str, ...]) -> Iterator[tuple[dict[str, Any], dict[str, Any], dict | None]]:
-        """(feedback row, its interaction, the other interaction or None) for feedback of ``kinds``, by id."""
+    def iter_feedback(
+        self, kinds: tuple[str, ...], ids: list[int] | None = None
+    ) -> Iterator[tuple[dict[str, Any], dict[str, Any], dict | None]]:
+        """(feedback row, its interaction, the other interaction or None) for feedback of ``kinds`` (and with an id
+        in ``ids``, when given), by id."""
         with self._session() as s:
             q = select(Feedback).where(Feedback.kind.in_(kinds)).order_by(Feedback.id)
+            if ids is not None:
+                q = q.where(Feedback.id.in_(ids))
             for f in s.scalars(q):
                 other = s.get(Interaction, f.other_response_id) if f.other_response_id else None
                 yield _row(f), _row(s.get(Interaction, f.response_id)), _row(other) if other else None
