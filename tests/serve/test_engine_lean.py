@@ -5,6 +5,8 @@ and drop unused leading columns."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
@@ -13,7 +15,7 @@ from rewardloop.ops import position_ids_from_mask
 from rewardloop.rollout import encode_prompts
 from rewardloop.rollout.engine import LeanDecoder
 from rewardloop.serve.batching import CacheRows, fill_holes
-from rewardloop.serve.engine import ContinuousBatcher, SamplingParams
+from rewardloop.serve.engine import ContinuousBatcher, SamplingParams, Sequence
 from rewardloop.types import pad_left
 
 PROMPTS = ["1+2=", "37+48=", "the product is great", "9", "a long prompt about many different things", "ok"]
@@ -119,3 +121,22 @@ def test_engine_decodes_the_same_tokens_on_the_lean_and_the_cache_path(tiny_llam
     lean, ref = staggered(tiny_llama, tokenizer, True, params), staggered(tiny_llama, tokenizer, False, params)
     assert lean == ref
     assert [len(t) for t in lean.values()] == [9, 4, 12, 3, 8, 6]
+
+
+def test_incremental_text_equals_decoding_every_token_again(tiny_llama, tokenizer):
+    """The engine decodes only the tokens after the last complete character; the text must equal a full decode at
+    every step, through special tokens, characters split across tokens and invalid byte sequences."""
+    engine = ContinuousBatcher(tiny_llama, tokenizer)
+    assert engine._tail_decode is not None  # the project's byte-level tokenizer takes the incremental path
+    gen = random.Random(0)
+    wide = tokenizer("日本語 ✓ héllo", add_special_tokens=False)["input_ids"]
+    sequences = [wide + wide] + [[gen.randrange(len(tokenizer)) for _ in range(40)] for _ in range(20)]
+    held = 0
+    for ids in sequences:
+        seq = Sequence([1], SamplingParams(), lambda d: None)
+        for token in ids:
+            seq.token_ids.append(token)
+            text = engine._text(seq)
+            assert text == tokenizer.decode(seq.token_ids, skip_special_tokens=True)
+            held += seq.decoded < len(seq.token_ids)
+    assert held  # some step did end inside a character

@@ -8,7 +8,11 @@ each ``[B, H, L, D]`` (the layout of transformers' ``DynamicCache`` layers).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
+from tokenizers import decoders
 
 from rewardloop.rollout.engine import CacheDecoder, cache_to_kv
 
@@ -104,6 +108,10 @@ def sample_rows(
     """
     logits = logits.float()
     greedy = temperature <= 0
+    if bool(greedy.all()):  # no sampled row: skip the sort
+        logp = torch.log_softmax(logits, -1)
+        tokens = logits.argmax(-1)
+        return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1), logp
     temp = torch.where(greedy, torch.ones_like(temperature), temperature).to(logits)[:, None]  # [B, 1]
     logp = torch.log_softmax(logits / temp, -1)  # [B, V]
     sorted_p, order = torch.sort(logp.exp(), dim=-1, descending=True)  # [B, V]
@@ -116,6 +124,18 @@ def sample_rows(
     sampled = order.gather(-1, pick).squeeze(-1)
     tokens = torch.where(greedy, logits.argmax(-1), sampled)  # [B]
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1), logp
+
+
+def tail_decoder(tokenizer) -> Callable[[list[int]], str] | None:
+    """``decode(ids)`` (special tokens skipped) for a byte-level BPE tokenizer without space clean-up, whose text
+    splits at any complete character: text(a + b) = text(a) + text(b) when text(a) does not end in an incomplete
+    character (U+FFFD). None for other tokenizers, which must decode the whole sequence each time."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or getattr(tokenizer, "clean_up_tokenization_spaces", False):
+        return None
+    if not isinstance(backend.decoder, decoders.ByteLevel):
+        return None
+    return functools.partial(backend.decode, skip_special_tokens=True)
 
 
 def held_back(text: str, stops: list[str]) -> int:

@@ -26,7 +26,7 @@ import torch
 from rewardloop.ops import position_ids_from_mask
 from rewardloop.rollout import eos_token_ids
 from rewardloop.rollout.engine import LeanDecoder
-from rewardloop.serve.batching import CacheRows, cut_at_stop, fill_holes, held_back, sample_rows
+from rewardloop.serve.batching import CacheRows, cut_at_stop, fill_holes, held_back, sample_rows, tail_decoder
 from rewardloop.types import pad_left
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,8 @@ class Sequence:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     text: str = ""  # the decoded completion, cut at a stop string once one appears
+    decoded: int = 0  # tokens whose text ends on a complete character: ``decoded_text`` (decoding resumes there)
+    decoded_text: str = ""
     sent: int = 0  # characters of ``text`` already emitted
     finish_reason: str | None = None
     cancelled: bool = False
@@ -87,6 +89,7 @@ class ContinuousBatcher:
         self.eos = set(eos_token_ids(model, tokenizer))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
+        self._tail_decode = tail_decoder(tokenizer)
         self._lean = LeanDecoder.supports(model)  # the fast decode step; else the model's forward and cache
         self._generator = torch.Generator().manual_seed(seed)  # draws of rows without their own seed
         self._waiting: deque[Sequence] = deque()
@@ -173,7 +176,7 @@ class ContinuousBatcher:
 
         # 2. Sample every row with its own settings.
         p = [s.params for s in self.rows]
-        uniform = torch.tensor([float(torch.rand((), generator=s.generator or self._generator)) for s in self.rows])
+        uniform = torch.tensor([self._uniform(s) if s.params.temperature > 0 else 0.0 for s in self.rows])
         tokens, logp, logp_all = sample_rows(
             self._logits,
             torch.tensor([x.temperature for x in p], device=self.device),
@@ -258,7 +261,7 @@ class ContinuousBatcher:
             reason = "stop"
         else:
             before = len(seq.text)
-            text = self.tokenizer.decode(seq.token_ids, skip_special_tokens=True)
+            text = self._text(seq)
             longest = max((len(s) for s in params.stop), default=0)
             seq.text, hit = cut_at_stop(text, params.stop, max(0, min(before, len(text)) - longest + 1))
             if hit:
@@ -270,6 +273,20 @@ class ContinuousBatcher:
         seq.finish_reason = reason
         seq.sink(Delta(token, logprob, delta, alts, reason))
         return reason is not None
+
+    def _uniform(self, seq: Sequence) -> float:
+        return float(torch.rand((), generator=seq.generator or self._generator))
+
+    def _text(self, seq: Sequence) -> str:
+        """The text of ``seq.token_ids``, decoding only the tokens after the last complete character where the
+        tokenizer allows it (``batching.tail_decoder``)."""
+        if self._tail_decode is None:
+            return self.tokenizer.decode(seq.token_ids, skip_special_tokens=True)
+        tail = self._tail_decode(seq.token_ids[seq.decoded :])
+        text = seq.decoded_text + tail
+        if not tail.endswith("\ufffd"):
+            seq.decoded, seq.decoded_text = len(seq.token_ids), text
+        return text
 
     # -- for callers without a thread (tests, scripts) -------------------------------------------------------------
     def run_until_idle(self, max_steps: int = 100_000) -> None:
