@@ -25,6 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "models": BOTTOM,
     "rewards": BOTTOM | {"chat", "models"},
     "envs": BOTTOM | {"rewards", "data"},
+    "eval": BOTTOM,  # off-policy evaluation and fairness metrics: pure numpy, used by algorithms and the loop
     "rollout": BOTTOM | {"chat", "envs", "rewards", "models"},
     "store": BOTTOM | {"data", "rewards"},  # the only package importing sqlalchemy
     "serve": BOTTOM | {"chat", "models", "rollout", "store"},  # the only package importing fastapi / uvicorn
