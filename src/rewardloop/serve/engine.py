@@ -138,6 +138,11 @@ class ContinuousBatcher:
             self._thread.join(timeout=30)
             self._thread = None
 
+    def busy(self) -> bool:
+        """Whether requests are running or waiting (a retiring engine stops when this turns False)."""
+        with self._wake:
+            return bool(self.rows or self._waiting)
+
     def _loop(self) -> None:
         while True:
             with self._wake:
