@@ -127,12 +127,16 @@ class Server:
 
     def __init__(self, cfg: ServeConfig, model, tokenizer, store):
         self.cfg, self.model, self.tokenizer, self.store = cfg, model, tokenizer, store
-        self.engine = ContinuousBatcher(model, tokenizer, max_batch=cfg.serve.max_batch)
         self.auth = Auth(ApiKeys(store), enabled=cfg.serve.auth)
         self.queue = AnnotationQueue(store, overlap=cfg.serve.annotate_overlap)
         self.name = cfg.model_name()
-        self.version = cfg.model.path or self.name
+        # (engine, model version) swapped as one (serve/follow.py); a request keeps the pair it started with
+        self.live = (ContinuousBatcher(model, tokenizer, max_batch=cfg.serve.max_batch), cfg.model.path or self.name)
         self.created = int(time.time())
+
+    @property
+    def engine(self) -> ContinuousBatcher:
+        return self.live[0]
 
     def params(self, req: Sampling, candidate: int, top_logprobs: int) -> SamplingParams:
         gen, cap = self.cfg.gen, self.cfg.serve.max_new_tokens
@@ -147,7 +151,7 @@ class Server:
             top_logprobs=top_logprobs,
         )
 
-    def choices(self, req: Sampling, prompts: list[str], top_logprobs: int) -> list[Choice]:
+    def choices(self, req: Sampling, prompts: list[str], top_logprobs: int, engine: ContinuousBatcher) -> list[Choice]:
         """prompts × n choices, checked against the model's context (ValueError names the field)."""
         if req.model != self.name:
             raise HTTPException(404, error_body(f"model {req.model!r} is not served; this server has {self.name!r}"))
@@ -157,7 +161,7 @@ class Server:
         for p, (prompt, ids) in enumerate(zip(prompts, encode_prompts(self.tokenizer, prompts), strict=True)):
             for j in range(req.n):
                 params = self.params(req, j, top_logprobs)
-                self.engine.check(ids, params)
+                engine.check(ids, params)
                 out.append(Choice(p * req.n + j, prompt, ids, params, j, req.n))
         return out
 
@@ -166,13 +170,13 @@ class Server:
         rid = f"{prefix}-{uuid.uuid4().hex}"
         return rid, [rid if len(choices) == 1 else f"{rid}-{c.index}" for c in choices]
 
-    def log(self, kind: str, ids: list[str], choices: list[Choice], req: Sampling, messages, session: str | None):
+    def log(self, kind: str, ids: list[str], choices: list[Choice], req: Sampling, messages, session, version: str):
         """Every finished choice → store.log_interaction (blocking; call from a worker thread)."""
         for rid, c in zip(ids, choices, strict=True):
             p = c.params
             self.store.log_interaction(
                 id=rid,
-                model_version=self.version,
+                model_version=version,
                 kind=kind,
                 prompt=c.prompt,
                 messages=messages,
@@ -244,7 +248,8 @@ async def generate_response(server: Server, request: Request, req: Sampling, cha
         top = (req.top_logprobs or 1) if req.logprobs else 0
     else:
         messages, prompts, top = None, req.prompt, req.logprobs or 0
-    choices = server.choices(req, prompts, top)
+    engine, version = server.live
+    choices = server.choices(req, prompts, top, engine)
     prefix, obj = ("chatcmpl", "chat.completion") if chat else ("cmpl", "text_completion")
     rid, ids = server.response_ids(prefix, choices)
     session = request.headers.get("x-session-id")
@@ -255,17 +260,18 @@ async def generate_response(server: Server, request: Request, req: Sampling, cha
         if failed:
             raise RuntimeError(failed[0])
         try:
-            await run_in_threadpool(server.log, "chat" if chat else "completion", ids, choices, req, messages, session)
+            kind = "chat" if chat else "completion"
+            await run_in_threadpool(server.log, kind, ids, choices, req, messages, session, version)
         except Exception as e:  # not the client's fault: 500, and no response id that the store does not hold
             raise RuntimeError(f"could not log the interaction: {type(e).__name__}: {e}") from e
 
     if req.stream:
         return StreamingResponse(
-            stream_chunks(server, choices, ids, head, obj + ".chunk", chat, req, finish),
+            stream_chunks(server, engine, choices, ids, head, obj + ".chunk", chat, req, finish),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    async for _ in run_choices(server.engine, choices):
+    async for _ in run_choices(engine, choices):
         pass
     try:
         await finish()
@@ -273,7 +279,7 @@ async def generate_response(server: Server, request: Request, req: Sampling, cha
         return JSONResponse(error_body(str(e), kind="server_error"), status_code=500)
     out = []
     for rid_i, c in zip(ids, choices, strict=True):
-        shown = c.reported(server.engine.eos)
+        shown = c.reported(engine.eos)
         if chat:
             logprobs = server.chat_logprobs(shown) if req.logprobs else None
             body = {"message": {"role": "assistant", "content": c.text}, "logprobs": logprobs}
@@ -283,7 +289,7 @@ async def generate_response(server: Server, request: Request, req: Sampling, cha
     return {**head, "object": obj, "choices": out, "usage": server.usage(choices)}
 
 
-async def stream_chunks(server, choices, ids, head, obj, chat: bool, req, finish) -> AsyncIterator[str]:
+async def stream_chunks(server, engine, choices, ids, head, obj, chat: bool, req, finish) -> AsyncIterator[str]:
     """SSE: ``data: {chunk}`` per token (text held back at a possible stop string), then ``data: [DONE]``."""
     base = {**head, "object": obj}
     if chat:
@@ -292,10 +298,10 @@ async def stream_chunks(server, choices, ids, head, obj, chat: bool, req, finish
             yield sse({**base, "choices": [{**first, "logprobs": None, "finish_reason": None}]})
     sent_chars = {c.index: 0 for c in choices}
     wants_logprobs = bool(req.logprobs) if chat else req.logprobs is not None
-    async for c, d in run_choices(server.engine, choices):
+    async for c, d in run_choices(engine, choices):
         if d.error:
             continue
-        eos = d.token_id in server.engine.eos
+        eos = d.token_id in engine.eos
         if not d.text and not d.finish_reason and not (wants_logprobs and not eos):
             continue
         shown = [] if eos else [d]
@@ -400,9 +406,18 @@ def create_app(cfg: ServeConfig | None = None, model=None, tokenizer=None, store
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         server.engine.start()
+        follower = None
+        if cfg.serve.follow_registry:
+            from rewardloop.serve.follow import check_registry, follow
+            from rewardloop.store.rounds import LoopState
+
+            await run_in_threadpool(check_registry, server, LoopState(store))  # start on the registry's version
+            follower = asyncio.create_task(follow(server, cfg.serve.registry_poll_seconds))
         try:
             yield
         finally:
+            if follower is not None:
+                follower.cancel()
             server.engine.stop()
             if own_store:
                 store.close()

@@ -23,6 +23,10 @@ class ServerSection(Section):
         description="require an API key (`rewardloop keys create`) on every route but /health; needed to bind a "
         "non-loopback host",
     )
+    follow_registry: bool = Field(
+        False, description="serve the store registry's `serving` version and swap when `rewardloop loop` promotes one"
+    )
+    registry_poll_seconds: float = Field(2.0, gt=0, description="how often a following server checks the registry")
     annotate_overlap: int = Field(2, ge=1, description="labels wanted per annotation item (overlap gives Cohen's κ)")
 
 

@@ -1,0 +1,245 @@
+"""``rewardloop loop``: learn from the feedback the server collects, round after round, and promote only what is better.
+
+One round (``run_round``), top to bottom:
+  1. claim   — the feedback no round has used (``LoopState.unclaimed``); a round left open by a crash is resumed with
+               the rows it had claimed, and its trainer resumes from its last checkpoint;
+  2. data    — the claimed pairwise feedback as TRL rows (``store.export.pairs_rows``), split into train / held-out by a
+               hash of the response ids (stable across resumes);
+  3. train   — DPO from the serving version on the train rows (``algorithms.dpo.train``; ``trainer`` overrides);
+  4. evaluate — candidate vs serving version: held-out preference accuracy (does the candidate's log-ratio
+               log π(chosen) − log π(rejected) rise over the serving model's on pairs it never saw?) and, with
+               ``gate.reward``, a trusted reward of both models' samples on held-out prompts;
+  5. gate    — improvement = mean trusted-reward gain (or held-out accuracy − ½ without one) ≥ ``gate.margin``;
+  6. record  — register the candidate (parent, data window, metrics, status), promote or reject it, and mark the
+               claimed feedback as used: one transaction (``LoopState.finish_round``). A server started with
+               ``serve.follow_registry=true`` swaps to a promoted version between requests.
+
+``run`` repeats rounds when ``min_events`` new events arrived or ``every_minutes`` passed (with at least one).
+A gate that uses feedback from the same stream as the training data cannot catch feedback that is wrong throughout
+(flipped labels pass their own held-out check); ``gate.reward`` is the trusted signal that does — e.g. a reward model
+trained on vetted annotations, or a gold metric. See docs/guides/loop.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from rewardloop.algorithms.dpo import DPOConfig, encode_pairs, pair_logps
+from rewardloop.algorithms.dpo import train as dpo_train
+from rewardloop.algorithms.preference import sample_texts
+from rewardloop.config import ConfigError, GenerationConfig, ModelConfig, Section, load_config
+from rewardloop.envs.tasks import TaskConfig
+from rewardloop.models import load_pretrained
+from rewardloop.rewards.registry import resolve_reward
+from rewardloop.store import Store
+from rewardloop.store.export import pairs_rows
+from rewardloop.store.rounds import LoopState
+
+KINDS = {"dpo": ("pairwise",)}  # the feedback each algorithm learns from
+
+
+class LoopStore(Section):
+    url: str = Field("sqlite:///rewardloop.db", description="the store the server logs to (as `rewardloop serve`)")
+
+
+class GateConfig(Section):
+    """When a candidate replaces the serving version."""
+
+    margin: float = Field(0.0, description="promote only if the improvement is at least this (and above 0)")
+    reward: str | None = Field(
+        None, description="a trusted reward (built-in name or module:function) of samples on held-out prompts"
+    )
+    n_prompts: int = Field(64, ge=1, description="samples per model for the trusted reward (held-out prompts, cycled)")
+    gen: GenerationConfig = Field(
+        GenerationConfig(max_new_tokens=40, temperature=1.0, stop=["\n"]), description="sampling for the reward gate"
+    )
+    seed: int = 1234
+
+
+class LoopConfig(Section):
+    """``rewardloop loop store.url=… model.path=…`` runs rounds as feedback arrives; ``loop round`` runs one if
+    enough feedback is there; ``loop rollback`` returns to the previous version; ``loop status`` lists them."""
+
+    action: Literal["run", "round", "rollback", "status"] = Field("run", description="run | round | rollback | status")
+    store: LoopStore = LoopStore()
+    model: ModelConfig = Field(
+        default_factory=ModelConfig, description="the first serving version, when the store's registry has none"
+    )
+    algo: Literal["dpo"] = Field("dpo", description="dpo: pairwise choices")
+    trainer: dict[str, Any] = Field(
+        default_factory=dict, description="overrides for the trainer's config, e.g. {steps: 100, optim.lr: 1e-4}"
+    )
+    min_events: int = Field(64, ge=1, description="a round starts when this many new events arrived ...")
+    every_minutes: float | None = Field(None, gt=0, description="... or this long after the last round (≥ 1 event)")
+    max_rounds: int | None = Field(None, ge=1, description="`run` stops after this many rounds (None: runs on)")
+    poll_seconds: float = Field(5.0, gt=0, description="how often `run` looks for new feedback")
+    heldout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="pairs held out of training for the gate")
+    gate: GateConfig = GateConfig()
+    root: str = Field("runs/loop", description="where each round's training run is written (ROOT/round-N)")
+
+
+# -- 1. claim ---------------------------------------------------------------------------------------------------
+
+
+def ensure_serving(cfg: LoopConfig, state: LoopState) -> dict[str, Any]:
+    """The serving version; on a fresh store, ``cfg.model`` registered as ``v0`` and serving."""
+    current = state.serving()
+    if current is None:
+        if not cfg.model.path:
+            raise ConfigError("model.path: the loop starts from a saved model (the one the server runs); none given")
+        state.store.register_model("v0", cfg.model.path, metrics={"source": "loop start"}, status="serving")
+        current = state.serving()
+    return current
+
+
+def model_config(cfg: LoopConfig, path: str) -> ModelConfig:
+    """The ModelConfig of a registered version: ``cfg.model`` with the version's directory."""
+    return cfg.model.model_copy(update={"path": path})
+
+
+def claim(cfg: LoopConfig, state: LoopState, parent: str, last_round_at: float | None) -> dict[str, Any] | None:
+    """The open round, or a new one over the unclaimed feedback when it is due; None when it is not."""
+    if (rnd := state.open_round()) is not None:
+        return rnd
+    ids = state.unclaimed(KINDS[cfg.algo])
+    timed_out = cfg.every_minutes is not None and last_round_at is not None
+    timed_out = timed_out and time.monotonic() - last_round_at >= 60 * cfg.every_minutes
+    if len(ids) < cfg.min_events and not (timed_out and ids):
+        return None
+    n = len(state.rounds()) + 1
+    return state.start_round(cfg.algo, parent, ids, run_dir=str(Path(cfg.root) / f"round-{n}"))
+
+
+# -- 2. data ----------------------------------------------------------------------------------------------------
+
+
+def is_heldout(row: dict[str, Any], fraction: float) -> bool:
+    """A stable coin flip per pair (its two response ids): the same rows are held out on a resume."""
+    key = json.dumps(sorted([row["chosen_id"], row["rejected_id"]])).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64 < fraction
+
+
+def round_data(store: Store, rnd: dict[str, Any], fraction: float) -> tuple[list[dict], list[dict], dict]:
+    skipped: Counter = Counter()
+    rows = list(pairs_rows(store, skipped, ids=rnd["feedback_ids"]))
+    heldout = [r for r in rows if is_heldout(r, fraction)]
+    train = [r for r in rows if not is_heldout(r, fraction)]
+    if not train or (fraction > 0 and not heldout):
+        raise ConfigError(
+            f"round {rnd['id']}: {len(rows)} usable pairs ({dict(skipped)} skipped) give {len(train)} to train on and "
+            f"{len(heldout)} held out; raise min_events or change heldout_fraction"
+        )
+    return train, heldout, dict(skipped)
+
+
+# -- 3. train ---------------------------------------------------------------------------------------------------
+
+
+def train_candidate(cfg: LoopConfig, rnd: dict, parent_path: str, train: list, heldout: list, resume: bool) -> dict:
+    run_dir = Path(rnd["run_dir"])
+    overrides = [f"{k}={json.dumps(v)}" for k, v in cfg.trainer.items()]
+    overrides += [f"run.root={run_dir.parent}", f"run.name={run_dir.name}", "run.progress=false", "task.name=reviews"]
+    dcfg = load_config(DPOConfig, None, overrides)
+    model = model_config(cfg, parent_path)
+    task = TaskConfig(name="dataset", dataset=train, test_dataset=heldout or train[:1])
+    dcfg = dcfg.model_copy(update={"model": model, "task": task})
+    return dpo_train(dcfg, resume=resume and run_dir.exists())
+
+
+# -- 4. evaluate ------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def log_ratios(model, tokenizer, rows: list[dict], max_length: int) -> torch.Tensor:
+    """log π(chosen) − log π(rejected) per pair [N]."""
+    model.eval()
+    device = next(model.parameters()).device
+    enc = encode_pairs(tokenizer, rows, max_length)
+    out = [
+        torch.sub(*pair_logps(model, enc[i : i + 32], tokenizer.pad_token_id, device)) for i in range(0, len(enc), 32)
+    ]
+    return torch.cat(out)
+
+
+def evaluate(cfg: LoopConfig, parent_path: str, candidate_path: str, heldout: list[dict]) -> dict[str, float]:
+    parent, tokenizer = load_pretrained(model_config(cfg, parent_path))
+    candidate, _ = load_pretrained(model_config(cfg, candidate_path))
+    metrics: dict[str, float] = {"heldout_pairs": float(len(heldout))}
+    if heldout:
+        gain = log_ratios(candidate, tokenizer, heldout, cfg.model.max_length) - log_ratios(
+            parent, tokenizer, heldout, cfg.model.max_length
+        )
+        metrics["heldout_accuracy"] = (gain > 0).float().mean().item()
+    if cfg.gate.reward:
+        reward = resolve_reward(cfg.gate.reward)
+        distinct = sorted({r["prompt"] for r in heldout if isinstance(r["prompt"], str)})
+        prompts = [distinct[i % len(distinct)] for i in range(cfg.gate.n_prompts)]  # repeats sample anew
+        scores = {}
+        for name, model in (("parent", parent), ("candidate", candidate)):
+            texts = sample_texts(model, tokenizer, prompts, cfg.gate.gen, seed=cfg.gate.seed)
+            scores[name] = sum(reward(prompts=prompts, completions=texts)) / len(prompts)
+        metrics |= {"reward_parent": scores["parent"], "reward_candidate": scores["candidate"]}
+    return metrics
+
+
+# -- 5. gate ----------------------------------------------------------------------------------------------------
+
+
+def improvement(cfg: LoopConfig, metrics: dict[str, float]) -> float:
+    if cfg.gate.reward:
+        return metrics["reward_candidate"] - metrics["reward_parent"]
+    return metrics.get("heldout_accuracy", 0.5) - 0.5
+
+
+# -- the round --------------------------------------------------------------------------------------------------
+
+
+def run_round(cfg: LoopConfig, store: Store, last_round_at: float | None = None) -> dict[str, Any] | None:
+    """One round if one is due (or open); the finished round's record, or None."""
+    state = LoopState(store)
+    ensure_serving(cfg, state)
+    open_before = state.open_round() is not None
+    rnd = claim(cfg, state, state.serving()["name"], last_round_at)  # 1
+    if rnd is None:
+        return None
+    parent_path = next(m["path"] for m in store.models() if m["name"] == rnd["parent"])
+    train, heldout, skipped = round_data(store, rnd, cfg.heldout_fraction)  # 2
+    out = train_candidate(cfg, rnd, parent_path, train, heldout, resume=open_before)  # 3
+    metrics = evaluate(cfg, parent_path, str(out["model_dir"]), heldout)  # 4
+    gain = improvement(cfg, metrics)  # 5
+    status = "promoted" if gain > 0 and gain >= cfg.gate.margin else "rejected"
+    metrics |= {"improvement": gain, "train_pairs": float(len(train)), "skipped": skipped}
+    name = f"{Path(rnd['run_dir']).name}"
+    record = state.finish_round(rnd["id"], status, {"name": name, "path": str(out["model_dir"])}, metrics)  # 6
+    print(f"loop {name}: {len(train)} pairs, improvement {gain:+.4f} → {status}")
+    return record
+
+
+def run(cfg: LoopConfig, resume: bool = False) -> Any:
+    """The ``rewardloop loop`` command (``resume`` is ignored: an open round is always resumed)."""
+    with Store.open(cfg.store.url) as store:
+        state = LoopState(store)
+        if cfg.action == "rollback":
+            now = state.rollback()
+            print(f"rolled back: {now['name']} ({now['path']}) serves again")
+            return now
+        if cfg.action == "status":
+            ensure_serving(cfg, state)
+            return {"serving": state.serving(), "rounds": state.rounds(), "models": store.models()}
+        if cfg.action == "round":
+            return run_round(cfg, store)
+        done, last = 0, time.monotonic()
+        while cfg.max_rounds is None or done < cfg.max_rounds:
+            if run_round(cfg, store, last) is not None:
+                done, last = done + 1, time.monotonic()
+            else:
+                time.sleep(cfg.poll_seconds)
+        return {"rounds": state.rounds()[-done:]}

@@ -1,0 +1,158 @@
+"""The feedback loop end to end: a population of simulated users chats with a real server (uvicorn, the ``openai``
+client) that follows the registry; ``rewardloop loop`` rounds train DPO candidates on what they said, a trusted
+reward gates promotion, and the server swaps to each promoted version. Over three rounds the users' hidden reward of
+the served model rises; poisoned (flipped) feedback trains a candidate that the gate refuses; rollback returns the
+server to the previous version. Plus fast tests of the round bookkeeping (claims, resume, no feedback used twice)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+
+from rewardloop.config import load_config  # noqa: E402
+from rewardloop.loop import LoopConfig, run_round  # noqa: E402
+from rewardloop.loop.rounds import is_heldout  # noqa: E402
+from rewardloop.store import Store  # noqa: E402
+from rewardloop.store.rounds import LoopState  # noqa: E402
+
+
+def _pairs(store: Store, n: int, prompt: str = "Review of the lamp:") -> list[int]:
+    ids = []
+    for i in range(n):
+        a = store.log_interaction(model_version="v0", prompt=prompt, completion=f" good {i}")
+        b = store.log_interaction(model_version="v0", prompt=prompt, completion=f" bad {i}")
+        fid, _ = store.add_feedback(
+            response_id=a, other_response_id=b, kind="pairwise", value=1, idempotency_key=f"k-{prompt}-{i}"
+        )
+        ids.append(fid)
+    return ids
+
+
+def test_claims_are_fixed_used_once_and_late_rows_wait(tmp_path):
+    with Store.open(f"sqlite:///{tmp_path / 's.db'}") as store:
+        state = LoopState(store)
+        store.register_model("v0", str(tmp_path), status="serving")
+        first = _pairs(store, 5)
+        rnd = state.start_round("dpo", "v0", state.unclaimed(("pairwise",)), run_dir=str(tmp_path / "round-1"))
+        late = _pairs(store, 3, prompt="Review of the mug:")  # arrives while the round runs
+        assert state.open_round()["feedback_ids"] == first  # a resume sees the same claim
+        assert state.unclaimed(("pairwise",)) == late  # not claimed by the open round, not lost
+        with pytest.raises(Store.StoreError, match="already running"):
+            state.start_round("dpo", "v0", late, run_dir="x")
+        state.finish_round(rnd["id"], "promoted", {"name": "round-1", "path": str(tmp_path)}, {"improvement": 0.1})
+        assert state.serving()["name"] == "round-1"
+        assert {f["id"]: f["round_id"] for f in store.feedback_since(0)} == {
+            i: (1 if i in first else None) for i in first + late
+        }
+        assert state.unclaimed(("pairwise",)) == late
+        with pytest.raises(Store.StoreError, match="not a running round"):
+            state.finish_round(rnd["id"], "rejected", {"name": "again", "path": "p"}, {})
+        assert state.rollback()["name"] == "v0" and state.serving()["name"] == "v0"
+        retired = next(m for m in store.models() if m["name"] == "round-1")
+        assert retired["status"] == "retired" and retired["metrics"]["rolled_back"] is True
+        with pytest.raises(Store.StoreError, match="no parent"):
+            state.rollback()
+
+
+def test_heldout_split_is_stable():
+    rows = [{"chosen_id": f"a{i}", "rejected_id": f"b{i}"} for i in range(400)]
+    held = [is_heldout(r, 0.25) for r in rows]
+    assert held == [is_heldout({"chosen_id": r["rejected_id"], "rejected_id": r["chosen_id"]}, 0.25) for r in rows]
+    assert 0.18 < sum(held) / len(held) < 0.32
+
+
+def test_round_waits_for_enough_feedback_and_needs_a_model_path(tmp_path):
+    with Store.open(f"sqlite:///{tmp_path / 's.db'}") as store:
+        cfg = LoopConfig(store={"url": "unused"}, min_events=10)
+        with pytest.raises(ValueError, match=r"model\.path: the loop starts from a saved model"):
+            run_round(cfg, store)
+        cfg = LoopConfig(store={"url": "unused"}, min_events=10, model={"path": str(tmp_path)})
+        _pairs(store, 4)
+        assert run_round(cfg, store) is None and LoopState(store).rounds() == []
+
+
+# -- slow: the whole loop ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sft_reviews(tmp_path_factory):
+    from rewardloop.algorithms.sft import SFTConfig
+    from rewardloop.algorithms.sft import train as sft_train
+
+    root = tmp_path_factory.mktemp("sft")
+    overrides = ["task.name=reviews", "steps=300", "eval_every=300", "eval_size=20", "model.max_length=96"]
+    overrides += ["gen.max_new_tokens=40", f"run.root={root}", "run.name=s", "run.progress=false"]
+    return str(sft_train(load_config(SFTConfig, None, overrides))["model_dir"])
+
+
+def wait_for_version(store: Store, name: str, server_app, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while server_app.state.server.live[1] != name:
+        assert time.monotonic() < deadline, f"the server did not swap to {name}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_loop_raises_the_users_hidden_reward_and_refuses_poison(sft_reviews, tmp_path, live_server_class):
+    from rewardloop.loop.users import UserPopulation
+    from rewardloop.serve import ServeConfig, create_app
+
+    url = f"sqlite:///{tmp_path / 'loop.db'}"
+    store = Store.open(url)
+    scfg = ServeConfig.model_validate(
+        {
+            "model": {"path": sft_reviews, "max_length": 96},
+            "serve": {"model_name": "reviews", "follow_registry": True, "registry_poll_seconds": 0.5},
+        }
+    )
+    loop_cfg = LoopConfig.model_validate(
+        {
+            "store": {"url": url},
+            "model": {"path": sft_reviews, "max_length": 96},
+            "min_events": 150,
+            "heldout_fraction": 0.15,
+            "trainer": {"steps": 60, "optim.lr": 3e-4, "beta": 0.1, "eval_every": 60, "eval_size": 20},
+            "gate": {"reward": "reviews_gold", "n_prompts": 128, "margin": 0.0},
+            "root": str(tmp_path / "rounds"),
+        }
+    )
+    app = create_app(scfg, store=store)
+    server = live_server_class(app).start()
+    try:
+        users = UserPopulation(server.url, "reviews", n_users=8, noise=0.1, seed=0)
+        LoopState(store)  # the loop registers v0 on its first round
+        hidden = [users.hidden_reward(128)]
+        decisions = []
+        for r in range(3):
+            assert users.session(170) >= 150
+            record = run_round(loop_cfg, store)
+            decisions.append(record["status"])
+            if record["status"] == "promoted":
+                wait_for_version(store, record["candidate"], app)
+            hidden.append(users.hidden_reward(128))
+            print(f"round {r + 1}: {record['status']}, metrics {record['metrics']}, hidden reward {hidden[-1]:.3f}")
+        print(f"loop: hidden reward per round {[round(h, 3) for h in hidden]}, decisions {decisions}")
+        assert decisions.count("promoted") >= 2
+        assert hidden[-1] > hidden[0] + 0.05
+
+        # poisoned feedback: users report the opposite of what they prefer → the trusted gate refuses the candidate
+        serving = LoopState(store).serving()["name"]
+        liars = UserPopulation(server.url, "reviews", n_users=8, noise=0.0, flip=True, seed=1)
+        liars.session(170)
+        record = run_round(loop_cfg, store)
+        print(f"poisoned round: {record['status']}, metrics {record['metrics']}")
+        assert record["status"] == "rejected" and record["metrics"]["improvement"] < 0
+        assert LoopState(store).serving()["name"] == serving
+
+        # rollback: the previous version serves again, and the server follows
+        parent = LoopState(store).rollback()
+        wait_for_version(store, parent["name"], app)
+        assert all(r["round_id"] is not None for r in store.feedback_since(0))  # every row used once, none skipped
+    finally:
+        server.stop()
+        store.close()
