@@ -1,0 +1,1 @@
+"""Evaluation from logs: off-policy estimators (``ope``) and recommendation / fairness metrics (``metrics``)."""
