@@ -401,8 +401,9 @@ def _key(*parts: Any) -> str:
     return key if len(key) <= 200 else f"{parts[0]}:sha256:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
-def _content_id(prompt: str, completions: list[str]) -> str:
-    return "c" + hashlib.sha256(json.dumps([prompt, completions]).encode()).hexdigest()[:16]
+def _digest(*parts: Any) -> str:
+    """16 hex digits naming ``parts``' content: the same text gives the same id in every import."""
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
 def _texts(data: Any, where: str) -> tuple[str, list[str], list[dict] | None]:
@@ -447,7 +448,7 @@ def read_labelstudio(path: Path, tasks: Any) -> Iterator[ReadTask]:
             raise InterchangeError(f"{where}: expected a task object, got {task!r}")
         prompt, completions, responses = _texts(task.get("data"), f"{where}.data")
         meta = task["data"].get("rewardloop") or {}
-        task_id = task.get("id", meta.get("task") or _content_id(prompt, completions))
+        task_id = task.get("id", meta.get("task") or f"c{_digest(prompt, completions)}")
         annotations = task.get("annotations", [])
         if not isinstance(annotations, list):
             raise _fail(where, "annotations", f"expected a list, got {annotations!r}")
@@ -532,7 +533,7 @@ def read_argilla(path: Path, records: Any) -> Iterator[ReadTask]:
             raise _fail(where, "metadata.rewardloop", f"expected a JSON object, got {meta!r}")
         data = {**fields, "rewardloop": meta or None} if isinstance(fields, dict) and meta else fields
         prompt, completions, responses = _texts(data, f"{where}.fields")
-        record_id = rec.get("id") or _content_id(prompt, completions)
+        record_id = rec.get("id") or f"c{_digest(prompt, completions)}"
         users, keys = meta.get("users", {}), meta.get("keys", {})
         answers = rec.get("responses") or {}
         if not isinstance(answers, dict):
@@ -589,7 +590,7 @@ def _rows(task: ReadTask, source: str) -> tuple[list[dict[str, Any]], list[dict[
             fields = {k: r[k] for k in RESPONSE_KEYS if r.get(k) is not None}
             fields.setdefault("model_version", f"import:{source}")
         else:
-            fields = {"id": "imp-" + _content_id(source + task.prompt, [completion])[1:], "prompt": task.prompt}
+            fields = {"id": f"imp-{_digest(source, task.prompt, completion)}", "prompt": task.prompt}
             fields["model_version"] = f"import:{source}"
         try:
             interactions.append(_interaction_row({**fields, "completion": completion}))
