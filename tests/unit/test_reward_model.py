@@ -135,3 +135,142 @@ def test_reward_model_reads_pairs_from_the_task_like_every_command(tmp_path):
         )  # fmt: skip
         res = train(cfg)
         assert res["member_accuracy"][0] == 1.0  # held-out: the last 8 of the user's pairs, unseen in training
+
+
+# -- pointwise feedback: thumbs (logistic), ratings / engagement (regression, inverse-propensity weights) -----------
+
+
+def test_logistic_and_regression_losses_hand_computed():
+    from rewardloop.algorithms.reward_model import logistic_loss, regression_loss
+
+    r, u = torch.tensor([2.0, 0.0]), torch.tensor([1.0, 0.0])
+    # −log σ(2) and −log σ(−0) = log 2
+    assert logistic_loss(r, u).item() == pytest.approx((math.log(1 + math.exp(-2)) + math.log(2)) / 2)
+    assert logistic_loss(r, u, torch.tensor([1.5, 0.5])).item() == pytest.approx(
+        (1.5 * math.log(1 + math.exp(-2)) + 0.5 * math.log(2)) / 2
+    )
+    assert regression_loss(torch.tensor([1.0, 3.0]), torch.tensor([0.0, 0.0]), torch.tensor([0.5, 1.5])).item() == 7.0
+
+
+def test_ips_weights_are_clipped_and_self_normalised():
+    from rewardloop.algorithms.reward_model import ips_weights
+
+    w = ips_weights([0.5, 0.01, None, 0.25], clip=10.0)  # 1/p = 2, 100 → 10, 1, 4: mean 4.25
+    torch.testing.assert_close(w, torch.tensor([2.0, 10.0, 1.0, 4.0]) / 4.25)
+    assert w.mean().item() == pytest.approx(1.0)
+
+
+def test_resample_by_weight_matches_the_weights_within_one():
+    from collections import Counter
+
+    from rewardloop.algorithms.reward_model import resample_by_weight
+
+    weights = [5.0, 0.5, 0.5, 2.0, 2.0]  # Σ = 10, N = 5: expected counts 2.5, 0.25, 0.25, 1, 1
+    for seed in range(20):
+        idx = resample_by_weight(weights, seed)
+        counts = Counter(idx)
+        assert len(idx) == 5 and idx == sorted(idx)
+        assert counts[0] in (2, 3) and counts[3] == counts[4] == 1 and counts[1] + counts[2] <= 1
+
+
+def test_concordance_is_the_weighted_auc():
+    from rewardloop.algorithms.reward_model import concordance
+
+    t = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    assert concordance(torch.tensor([0.9, 0.2, 0.1, 0.5]), t) == 0.75  # 3 of the 4 up/down pairs ordered right
+    assert concordance(torch.tensor([0.9, 0.2, 0.1, 0.5]), t, torch.tensor([1.0, 3.0, 1.0, 1.0])) == pytest.approx(
+        (1 + 1 + 3) / (1 + 1 + 3 + 3)
+    )
+    assert concordance(torch.tensor([1.0, 1.0]), torch.tensor([0.0, 1.0])) == 0.5  # ties count ½
+    assert math.isnan(concordance(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 1.0])))
+
+
+def _pointwise_cfg(tmp_path, name: str, rows, test_rows=None, **kw):
+    from rewardloop.algorithms.reward_model import RewardModelConfig
+    from rewardloop.config import RunConfig
+    from rewardloop.envs.tasks import TaskConfig
+
+    task = TaskConfig(dataset=rows, test_dataset=test_rows) if test_rows else TaskConfig(dataset=rows, n_test=8)
+    return RewardModelConfig(
+        model={"preset": "llama-1m", "device": "cpu", "max_length": 16}, task=task, optim={"lr": 3e-3},
+        batch_size=8, eval_every=1000, run=RunConfig(root=str(tmp_path), name=name, progress=False), **kw,
+    )  # fmt: skip
+
+
+def test_thumbs_reward_model_separates_up_from_down(tmp_path):
+    from rewardloop.algorithms.reward_model import train
+
+    # unpaired thumbs: the right sum is up, "banana" down; held out: the last 8 rows (unseen prompts)
+    up = [{"prompt": f"{a}+{a}=", "completion": f" {2 * a}", "label": True} for a in range(0, 40, 2)]
+    down = [{"prompt": f"{a}+{a}=", "completion": " banana", "label": False} for a in range(1, 40, 2)]
+    rows = [r for pair in zip(up, down, strict=True) for r in pair]
+    flipped = [r | {"label": not r["label"]} for r in rows]
+    for name, data in (("thumbs", rows), ("flipped", flipped)):  # one fixed head cannot rank both ways right
+        res = train(_pointwise_cfg(tmp_path, name, data, feedback="thumbs", steps=30))
+        assert res["member_accuracy"][0] == 1.0  # held-out AUC: every up above every down
+
+
+def test_ratings_reward_model_orders_by_score(tmp_path):
+    from rewardloop.algorithms.reward_model import train
+    from rewardloop.rewards.model import RewardModelScorer
+
+    words = {" awful": 1, " fine": 3, " superb": 5}
+    rows = [{"prompt": f"rate {i}:", "completion": w, "score": s} for i in range(16) for w, s in words.items()]
+    res = train(_pointwise_cfg(tmp_path, "ratings", rows, feedback="ratings", steps=40))
+    assert res["member_accuracy"][0] == 1.0
+    scores = RewardModelScorer(res["model_dir"], device="cpu")(["rate 99:"] * 3, list(words))
+    assert scores[0] < scores[1] < scores[2]
+
+
+def simpson_engagement_rows() -> list[dict]:
+    """Logged watch time where the shown-more-often video looks better only because of whom it was shown to.
+
+    Hidden users: u1 watches everything longer than u2. For each user, B is better than A by 12 s (u1: A 36 s,
+    B 48 s; u2: A 0 s, B 12 s) — so under uniform exposure B (30 s) beats A (18 s). The logging policy showed A to u1
+    with p = 0.9 and to u2 with p = 0.1 (B the reverse), so the naive mean over logged rows is A 32.4 s, B 15.6 s:
+    unweighted training ranks A first; inverse-propensity weighting (1/p) recovers B > A."""
+    cells = [("u1", " video A", 0.9, 36.0), ("u1", " video B", 0.1, 48.0)]
+    cells += [("u2", " video A", 0.1, 0.0), ("u2", " video B", 0.9, 12.0)]
+    rows = []
+    for user, video, p, seconds in cells:
+        for i in range(round(20 * p)):
+            rows.append({"response_id": f"{user}-{video.strip()}-{i}", "prompt": "Recommend:", "completion": video,
+                         "event": "watch_time", "value": seconds, "propensity": p, "user_id": user})  # fmt: skip
+    return rows
+
+
+def test_inverse_propensity_weighting_recovers_the_ordering_unweighted_training_gets_wrong(tmp_path):
+    from rewardloop.algorithms.reward_model import train
+    from rewardloop.rewards.model import RewardModelScorer
+
+    rows = simpson_engagement_rows()
+    scores = {}
+    for ips in (False, True):
+        cfg = _pointwise_cfg(tmp_path, f"ips-{ips}", rows, rows, feedback="engagement", ips=ips, steps=60)
+        res = train(cfg)
+        a, b = RewardModelScorer(res["model_dir"], device="cpu")(["Recommend:"] * 2, [" video A", " video B"])
+        scores[ips] = (a, b)
+    assert scores[False][0] > scores[False][1]  # naive: A, shown 9× more often to the heavy watcher, ranks first
+    assert scores[True][1] > scores[True][0]  # IPS: B, better for every user, ranks first
+
+
+def test_engagement_events_of_a_response_are_scored_together_and_weighted():
+    from rewardloop.algorithms.reward_model import RewardModelConfig, pointwise_rows
+    from rewardloop.envs.tasks import TaskConfig
+
+    cfg = RewardModelConfig(task=TaskConfig(dataset=[{}]), feedback="engagement", ips_clip=4.0)
+    base = {"prompt": "p", "completion": "c"}
+    rows = [
+        base | {"response_id": "r1", "event": "click", "value": 1.0, "propensity": 0.5},
+        base | {"response_id": "r1", "event": "like", "value": 1.0, "propensity": 0.5},  # r1: 1 + 2 = 3
+        base | {"response_id": "r2", "event": "skip", "value": 1.0, "propensity": 0.1},  # r2: −1, 1/p = 10 → 4
+    ]
+    train, _ = pointwise_rows(rows, rows, cfg)
+    assert [r["weight"] for r in train] == pytest.approx([2 / 3, 4 / 3])  # (2, 4) / mean 3
+    # targets standardised with the weighted mean (2/3·3 − 4/3·1)/2 = 1/3 and std 4·√2/3
+    mean, std = 1 / 3, math.sqrt((2 / 3 * (3 - 1 / 3) ** 2 + 4 / 3 * (-1 - 1 / 3) ** 2) / 2)
+    assert [r["target"] for r in train] == pytest.approx([(3 - mean) / std, (-1 - mean) / std])
+    with pytest.raises(ValueError, match=r"response 'r3'.*unknown engagement event type 'clik'"):
+        pointwise_rows([base | {"response_id": "r3", "event": "clik", "value": 1.0}], [], cfg)
+    with pytest.raises(ValueError, match="feedback=engagement needs logged events"):
+        RewardModelConfig(feedback="engagement")
