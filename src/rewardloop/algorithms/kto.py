@@ -1,6 +1,6 @@
 """KTO: learn from unpaired desirable / undesirable completions (thumbs up / down), no pairs, no reward model.
 
-Ethayarajh et al. 2024, "KTO: Model Alignment as Prospect Theoretic Optimization", eq. 8. With sequence log-probs
+Ethayarajh et al. 2024, "KTO: Model Alignment as Prospect Theoretic Optimization". With sequence log-probs
 summed over completion tokens:
 
     r_θ(x, y) = log π_θ(y|x) − log π_ref(y|x)                                  the implied reward (a log-ratio)
