@@ -92,6 +92,33 @@ def test_resume_reuses_thumbs_and_reference(tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
+def test_interrupted_run_resumes_bit_identical(tmp_path, monkeypatch):
+    """A crash at step 5 (after the step-3 checkpoint) resumes from it: same weights as an uninterrupted run."""
+    import torch
+    from safetensors.torch import load_file
+
+    import rewardloop.algorithms.kto as kto
+
+    straight = train(tiny(tmp_path, "straight", "steps=8", "run.save_every=3"))
+    real, calls = kto.clip_and_step, {"n": 0}
+
+    def crash_on_5th(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(kto, "clip_and_step", crash_on_5th)
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny(tmp_path, "resumed", "steps=8", "run.save_every=3"))
+    resumed = train(tiny(tmp_path, "resumed", "steps=8", "run.save_every=3"), resume=True)
+    a, b = (load_file(r["model_dir"] / "model.safetensors") for r in (straight, resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    losses = [[(r["step"], r["loss"]) for r in read_metrics(r["run_dir"]) if "loss" in r] for r in (straight, resumed)]
+    assert losses[0] == losses[1] and [s for s, _ in losses[1]] == list(range(1, 9))  # each step logged once
+
+
 def test_preset_validates():
     cfg = load_config(KTOConfig, CONFIGS / "kto" / "reviews.yaml")
     assert cfg.task.name == "reviews" and cfg.thumbs_threshold is None
