@@ -41,6 +41,15 @@ COMMANDS: dict[str, Command] = {
     ),
     "dpo": Command("rewardloop.algorithms.dpo", "DPOConfig", "train", help="direct preference optimisation"),
     "serve": Command("rewardloop.serve", "ServeConfig", "serve", help="OpenAI-compatible server, logs to the store"),
+    "loop": Command(
+        "rewardloop.loop.rounds",
+        "LoopConfig",
+        "run",
+        help="learn from collected feedback in rounds, promote only what is better: loop --store URL model.path=DIR "
+        "| loop round | loop rollback | loop status",
+        actions=("run", "round", "rollback", "status"),
+        flags=(("--store", "store.url"),),
+    ),
     "keys": Command(
         "rewardloop.store.keys",
         "KeysConfig",
@@ -53,9 +62,10 @@ COMMANDS: dict[str, Command] = {
         "rewardloop.store.export",
         "FeedbackConfig",
         "run",
-        help="export collected feedback as a TRL dataset: feedback export --store URL --format pairs --out F.jsonl",
-        actions=("export",),
-        flags=(("--store", "store.url"), ("--format", "format"), ("--out", "out")),
+        help="export feedback as a TRL dataset or Label Studio / Argilla tasks, or import annotations: feedback export "
+        "--store URL --format pairs --out F.jsonl | feedback import --format labelstudio --in F.json",
+        actions=("export", "import"),
+        flags=(("--store", "store.url"), ("--format", "format"), ("--out", "out"), ("--in", "input")),
     ),
 }
 

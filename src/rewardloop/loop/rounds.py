@@ -232,7 +232,6 @@ def run(cfg: LoopConfig, resume: bool = False) -> Any:
             print(f"rolled back: {now['name']} ({now['path']}) serves again")
             return now
         if cfg.action == "status":
-            ensure_serving(cfg, state)
             return {"serving": state.serving(), "rounds": state.rounds(), "models": store.models()}
         if cfg.action == "round":
             return run_round(cfg, store)
