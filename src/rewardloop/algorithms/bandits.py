@@ -255,7 +255,7 @@ def run_bandit(env, policy, steps: int, seed: int = 0) -> list[dict]:
     One record per step: the logged context, candidate features and arms, the shown slate and its propensity, the
     reward, and the simulator's exact expected reward of the shown, the oracle's and the random slate.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, 1])  # the policy's own stream: never the environment's (seeded with ``seed``)
     env.reset(seed=seed)
     size = env.slates.shape[1]
     log = []
