@@ -274,3 +274,59 @@ def run_bandit(env, policy, steps: int, seed: int = 0) -> list[dict]:
         if done:
             env.reset()
     return log
+
+
+# -- the language-model slate policy: scores from a causal LM, a slate by Plackett–Luce -----------------------------
+def plackett_luce_log_prob(scores: np.ndarray, slate: np.ndarray, temperature: float = 1.0) -> float:
+    """log P(slate) = Σ_k [ s_{a_k}/T − log Σ_{j not yet placed} exp(s_j/T) ] (Plackett 1975; Luce 1959). [K], [L]"""
+    s = np.asarray(scores, dtype=float) / temperature
+    remaining = np.ones(len(s), dtype=bool)
+    total = 0.0
+    for a in np.asarray(slate, dtype=int):
+        rest = s[remaining]
+        total += s[a] - (rest.max() + np.log(np.exp(rest - rest.max()).sum()))
+        remaining[a] = False
+    return float(total)
+
+
+def plackett_luce_sample(
+    scores: np.ndarray, size: int, rng: np.random.Generator, temperature: float = 1.0
+) -> tuple[np.ndarray, float]:
+    """A Plackett–Luce slate by the Gumbel-top-k trick (top-L of s/T + Gumbel noise is an exact PL draw; Yellott
+    1977) and its propensity exp(log P(slate)). [K] → ([L], float)"""
+    s = np.asarray(scores, dtype=float) / temperature
+    slate = top(s + rng.gumbel(size=len(s)), size)
+    return slate, float(np.exp(plackett_luce_log_prob(scores, slate, temperature)))
+
+
+def lm_item_scores(model, tokenizer, context: str, items: list[str], normalise: bool = True) -> np.ndarray:
+    """s_i = log π_LM(item_i | context): the summed (``normalise``: mean per token) log-probability of each
+    candidate's text after the context, by one teacher-forced forward pass. → [K]"""
+    import torch
+
+    from rewardloop.rollout.scoring import sequence_logprobs
+
+    prompt = tokenizer(context, add_special_tokens=False)["input_ids"]
+    texts = [tokenizer("\n" + item, add_special_tokens=False)["input_ids"] for item in items]
+    r = max(len(t) for t in texts)
+    pad = tokenizer.pad_token_id or 0
+    input_ids = torch.tensor([prompt + t + [pad] * (r - len(t)) for t in texts])  # [K, P + R], responses right-padded
+    mask = torch.tensor([[1] * (len(prompt) + len(t)) + [0] * (r - len(t)) for t in texts])
+    with torch.no_grad():
+        logp, _ = sequence_logprobs(model, input_ids, mask, n_response=r)  # [K, R]
+    item_mask = mask[:, -r:].float()
+    total = (logp * item_mask).sum(-1)
+    return (total / item_mask.sum(-1) if normalise else total).float().numpy()
+
+
+class LMSlatePolicy:
+    """A causal LM as a slate policy: score every candidate's text given the observation (``lm_item_scores``),
+    sample an ordered slate by Plackett–Luce at ``temperature``, and log that slate's exact propensity."""
+
+    def __init__(self, model, tokenizer, temperature: float = 1.0) -> None:
+        self.model, self.tokenizer, self.temperature = model, tokenizer, temperature
+
+    def select_text(self, context: str, items: list[str], size: int, rng: np.random.Generator) -> Choice:
+        scores = lm_item_scores(self.model, self.tokenizer, context, items)
+        slate, propensity = plackett_luce_sample(scores, size, rng, self.temperature)
+        return Choice(slate, propensity)
