@@ -60,8 +60,10 @@ def test_claims_are_fixed_used_once_and_late_rows_wait(tmp_path):
 
 def test_heldout_split_is_stable():
     rows = [{"chosen_id": f"a{i}", "rejected_id": f"b{i}"} for i in range(400)]
-    held = [is_heldout(r, 0.25) for r in rows]
-    assert held == [is_heldout({"chosen_id": r["rejected_id"], "rejected_id": r["chosen_id"]}, 0.25) for r in rows]
+    keys = ("chosen_id", "rejected_id")
+    held = [is_heldout(r, keys, 0.25) for r in rows]
+    swapped = [{"chosen_id": r["rejected_id"], "rejected_id": r["chosen_id"]} for r in rows]
+    assert held == [is_heldout(r, keys, 0.25) for r in swapped]  # the pair, whichever side won
     assert 0.18 < sum(held) / len(held) < 0.32
 
 
@@ -114,9 +116,9 @@ def test_loop_raises_the_users_hidden_reward_and_refuses_poison(sft_reviews, tmp
         {
             "store": {"url": url},
             "model": {"path": sft_reviews, "max_length": 96},
-            "min_events": 150,
+            "min_events": 300,
             "heldout_fraction": 0.15,
-            "trainer": {"steps": 60, "optim.lr": 3e-4, "beta": 0.1, "eval_every": 60, "eval_size": 20},
+            "trainer": {"steps": 40, "optim.lr": 1e-4, "optim.warmup_steps": 5, "eval_every": 40, "eval_size": 20},
             "gate": {"reward": "reviews_gold", "n_prompts": 128, "margin": 0.0},
             "root": str(tmp_path / "rounds"),
         }
@@ -129,7 +131,7 @@ def test_loop_raises_the_users_hidden_reward_and_refuses_poison(sft_reviews, tmp
         hidden = [users.hidden_reward(128)]
         decisions = []
         for r in range(3):
-            assert users.session(170) >= 150
+            assert users.session(330) >= 300
             record = run_round(loop_cfg, store)
             decisions.append(record["status"])
             if record["status"] == "promoted":
@@ -143,7 +145,7 @@ def test_loop_raises_the_users_hidden_reward_and_refuses_poison(sft_reviews, tmp
         # poisoned feedback: users report the opposite of what they prefer → the trusted gate refuses the candidate
         serving = LoopState(store).serving()["name"]
         liars = UserPopulation(server.url, "reviews", n_users=8, noise=0.0, flip=True, seed=1)
-        liars.session(170)
+        liars.session(330)
         record = run_round(loop_cfg, store)
         print(f"poisoned round: {record['status']}, metrics {record['metrics']}")
         assert record["status"] == "rejected" and record["metrics"]["improvement"] < 0
@@ -156,3 +158,41 @@ def test_loop_raises_the_users_hidden_reward_and_refuses_poison(sft_reviews, tmp
     finally:
         server.stop()
         store.close()
+
+
+@pytest.mark.parametrize("algo", ["dpo", "kto"])
+def test_one_round_trains_a_candidate_and_records_it(tmp_path, tiny_llama, tokenizer, algo):
+    """A whole round on a tiny model: claimed feedback → candidate → held-out accuracy → decision, all recorded."""
+    model_dir = tmp_path / "v0"
+    tiny_llama.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    with Store.open(f"sqlite:///{tmp_path / 's.db'}") as store:
+        for i in range(24):
+            a = store.log_interaction(model_version="v0", prompt=f"{i}+1=", completion=f" {i + 1}")
+            b = store.log_interaction(model_version="v0", prompt=f"{i}+1=", completion=f" {i + 7}")
+            if algo == "dpo":
+                store.add_feedback(
+                    response_id=a, other_response_id=b, kind="pairwise", value=1, idempotency_key=f"p{i}"
+                )
+            else:
+                store.add_feedback(response_id=a, kind="thumbs", value=1, idempotency_key=f"u{i}")
+                store.add_feedback(response_id=b, kind="thumbs", value=-1, idempotency_key=f"d{i}")
+        cfg = LoopConfig.model_validate(
+            {
+                "algo": algo,
+                "model": {"path": str(model_dir), "max_length": 32},
+                "min_events": 20,
+                "heldout_fraction": 0.3,
+                "trainer": {"steps": 4, "batch_size": 8, "optim.lr": 1e-3, "eval_every": 4, "eval_size": 4},
+                "root": str(tmp_path / "rounds"),
+            }
+        )
+        record = run_round(cfg, store)
+        m = record["metrics"]
+        assert record["status"] in ("promoted", "rejected") and record["candidate"] == "round-1"
+        assert m["heldout_rows"] > 0 and m["train_rows"] > 0 and 0.0 <= m["heldout_accuracy"] <= 1.0
+        assert record["status"] == ("promoted" if m["improvement"] > 0 else "rejected")
+        candidate = next(v for v in store.models() if v["name"] == "round-1")
+        assert candidate["parent_id"] == next(v["id"] for v in store.models() if v["name"] == "v0")
+        assert all(f["round_id"] == record["id"] for f in store.feedback_since(0))
+        assert run_round(cfg, store) is None  # nothing new to learn from

@@ -3,12 +3,14 @@
 One round (``run_round``), top to bottom:
   1. claim   — the feedback no round has used (``LoopState.unclaimed``); a round left open by a crash is resumed with
                the rows it had claimed, and its trainer resumes from its last checkpoint;
-  2. data    — the claimed pairwise feedback as TRL rows (``store.export.pairs_rows``), split into train / held-out by a
-               hash of the response ids (stable across resumes);
-  3. train   — DPO from the serving version on the train rows (``algorithms.dpo.train``; ``trainer`` overrides);
-  4. evaluate — candidate vs serving version: held-out preference accuracy (does the candidate's log-ratio
-               log π(chosen) − log π(rejected) rise over the serving model's on pairs it never saw?) and, with
-               ``gate.reward``, a trusted reward of both models' samples on held-out prompts;
+  2. data    — the claimed feedback as TRL rows (``store.export``: pairs for DPO, prompt/completion/label for KTO),
+               split into train / held-out by a hash of the response ids (stable across resumes);
+  3. train   — DPO (pairwise choices) or KTO (thumbs) from the serving version on the train rows (``trainer``
+               overrides the learner's config);
+  4. evaluate — candidate vs serving version: held-out accuracy (on rows it never saw, does the candidate agree
+               with the feedback more than the serving model — DPO: log π(chosen) − log π(rejected) rises; KTO: a
+               thumbed-up answer gets likelier, a thumbed-down one less likely?) and, with ``gate.reward``, a trusted
+               reward of both models' samples on held-out prompts;
   5. gate    — improvement = mean trusted-reward gain (or held-out accuracy − ½ without one) ≥ ``gate.margin``;
   6. record  — register the candidate (parent, data window, metrics, status), promote or reject it, and mark the
                claimed feedback as used: one transaction (``LoopState.finish_round``). A server started with
@@ -26,24 +28,71 @@ import hashlib
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
-from rewardloop.algorithms.dpo import DPOConfig, encode_pairs, pair_logps
-from rewardloop.algorithms.dpo import train as dpo_train
-from rewardloop.algorithms.preference import sample_texts
+from rewardloop.algorithms import dpo, kto
+from rewardloop.algorithms.preference import sample_texts, sequence_logps
 from rewardloop.config import ConfigError, GenerationConfig, ModelConfig, Section, load_config
+from rewardloop.data.tokenize import tokenize_row
 from rewardloop.envs.tasks import TaskConfig
 from rewardloop.models import load_pretrained
 from rewardloop.rewards.registry import resolve_reward
 from rewardloop.store import Store
-from rewardloop.store.export import pairs_rows
+from rewardloop.store.export import kto_rows, pairs_rows
 from rewardloop.store.rounds import LoopState
 
-KINDS = {"dpo": ("pairwise",)}  # the feedback each algorithm learns from
+
+@torch.no_grad()
+def pair_margins(model, tokenizer, rows: list[dict], max_length: int) -> torch.Tensor:
+    """DPO rows: log π(chosen) − log π(rejected) [N] — higher agrees with the feedback."""
+    enc = dpo.encode_pairs(tokenizer, rows, max_length)
+    device = next(model.parameters()).device
+    chunks = [dpo.pair_logps(model, enc[i : i + 32], tokenizer.pad_token_id, device) for i in range(0, len(enc), 32)]
+    return torch.cat([c - r for c, r in chunks])
+
+
+@torch.no_grad()
+def signed_logps(model, tokenizer, rows: list[dict], max_length: int) -> torch.Tensor:
+    """KTO rows: ± log π(completion) [N], + for a thumbs-up — higher agrees with the feedback."""
+    seqs = [tokenize_row(tokenizer, r, max_length, truncate=True) for r in rows]
+    device = next(model.parameters()).device
+    logps = torch.cat(
+        [sequence_logps(model, seqs[i : i + 32], tokenizer.pad_token_id, device) for i in range(0, len(seqs), 32)]
+    )
+    return torch.tensor([1.0 if r["label"] else -1.0 for r in rows]) * logps
+
+
+@dataclass(frozen=True)
+class Algo:
+    """What a round needs of a learner: the feedback it reads, as which rows, how to train, how to score a row."""
+
+    kinds: tuple[str, ...]  # feedback kinds claimed
+    rows: Callable  # store.export row builder (store, skipped, ids=) → TRL rows
+    ids: tuple[str, ...]  # the row's response-id fields (the held-out hash)
+    texts: tuple[str, ...]  # the row's completion fields (an empty one is skipped)
+    config: type
+    train: Callable
+    agreement: Callable  # (model, tokenizer, rows, max_length) → [N], higher = agrees more with the feedback
+
+
+ALGOS = {
+    "dpo": Algo(
+        ("pairwise",),
+        pairs_rows,
+        ("chosen_id", "rejected_id"),
+        ("chosen", "rejected"),
+        dpo.DPOConfig,
+        dpo.train,
+        pair_margins,
+    ),
+    "kto": Algo(("thumbs",), kto_rows, ("response_id",), ("completion",), kto.KTOConfig, kto.train, signed_logps),
+}
 
 
 class LoopStore(Section):
@@ -73,7 +122,7 @@ class LoopConfig(Section):
     model: ModelConfig = Field(
         default_factory=ModelConfig, description="the first serving version, when the store's registry has none"
     )
-    algo: Literal["dpo"] = Field("dpo", description="dpo: pairwise choices")
+    algo: Literal["dpo", "kto"] = Field("dpo", description="dpo: pairwise choices; kto: thumbs up / down")
     trainer: dict[str, Any] = Field(
         default_factory=dict, description="overrides for the trainer's config, e.g. {steps: 100, optim.lr: 1e-4}"
     )
@@ -109,7 +158,7 @@ def claim(cfg: LoopConfig, state: LoopState, parent: str, last_round_at: float |
     """The open round, or a new one over the unclaimed feedback when it is due; None when it is not."""
     if (rnd := state.open_round()) is not None:
         return rnd
-    ids = state.unclaimed(KINDS[cfg.algo])
+    ids = state.unclaimed(ALGOS[cfg.algo].kinds)
     timed_out = cfg.every_minutes is not None and last_round_at is not None
     timed_out = timed_out and time.monotonic() - last_round_at >= 60 * cfg.every_minutes
     if len(ids) < cfg.min_events and not (timed_out and ids):
@@ -121,20 +170,29 @@ def claim(cfg: LoopConfig, state: LoopState, parent: str, last_round_at: float |
 # -- 2. data ----------------------------------------------------------------------------------------------------
 
 
-def is_heldout(row: dict[str, Any], fraction: float) -> bool:
-    """A stable coin flip per pair (its two response ids): the same rows are held out on a resume."""
-    key = json.dumps(sorted([row["chosen_id"], row["rejected_id"]])).encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64 < fraction
+def is_heldout(row: dict[str, Any], keys: tuple[str, ...], fraction: float) -> bool:
+    """A stable coin flip per row (its response ids): the same rows are held out on a resume."""
+    digest = hashlib.sha256(json.dumps(sorted(row[k] for k in keys)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def round_data(store: Store, rnd: dict[str, Any], fraction: float) -> tuple[list[dict], list[dict], dict]:
-    skipped: Counter = Counter()
-    rows = list(pairs_rows(store, skipped, ids=rnd["feedback_ids"]))
-    heldout = [r for r in rows if is_heldout(r, fraction)]
-    train = [r for r in rows if not is_heldout(r, fraction)]
-    if not train or (fraction > 0 and not heldout):
+def text_of(value: str | list) -> str:
+    return value if isinstance(value, str) else value[-1]["content"]  # conversational: the assistant message
+
+
+def round_data(store: Store, rnd: dict[str, Any], cfg: LoopConfig) -> tuple[list[dict], list[dict], dict]:
+    algo, skipped = ALGOS[rnd["algo"]], Counter()
+    rows = []
+    for row in algo.rows(store, skipped, ids=rnd["feedback_ids"]):
+        if all(text_of(row[k]).strip() for k in algo.texts):
+            rows.append(row)
+        else:  # an empty answer (the model ended at once) is no text to learn from
+            skipped["empty_completion"] += 1
+    heldout = [r for r in rows if is_heldout(r, algo.ids, cfg.heldout_fraction)]
+    train = [r for r in rows if not is_heldout(r, algo.ids, cfg.heldout_fraction)]
+    if not train or (cfg.heldout_fraction > 0 and not heldout):
         raise ConfigError(
-            f"round {rnd['id']}: {len(rows)} usable pairs ({dict(skipped)} skipped) give {len(train)} to train on and "
+            f"round {rnd['id']}: {len(rows)} usable rows ({dict(skipped)} skipped) give {len(train)} to train on and "
             f"{len(heldout)} held out; raise min_events or change heldout_fraction"
         )
     return train, heldout, dict(skipped)
@@ -144,37 +202,29 @@ def round_data(store: Store, rnd: dict[str, Any], fraction: float) -> tuple[list
 
 
 def train_candidate(cfg: LoopConfig, rnd: dict, parent_path: str, train: list, heldout: list, resume: bool) -> dict:
-    run_dir = Path(rnd["run_dir"])
+    algo, run_dir = ALGOS[rnd["algo"]], Path(rnd["run_dir"])
     overrides = [f"{k}={json.dumps(v)}" for k, v in cfg.trainer.items()]
     overrides += [f"run.root={run_dir.parent}", f"run.name={run_dir.name}", "run.progress=false", "task.name=reviews"]
-    dcfg = load_config(DPOConfig, None, overrides)
-    model = model_config(cfg, parent_path)
+    tcfg = load_config(algo.config, None, overrides)
     task = TaskConfig(name="dataset", dataset=train, test_dataset=heldout or train[:1])
-    dcfg = dcfg.model_copy(update={"model": model, "task": task})
-    return dpo_train(dcfg, resume=resume and run_dir.exists())
+    tcfg = tcfg.model_copy(update={"model": model_config(cfg, parent_path), "task": task})
+    return algo.train(tcfg, resume=resume and run_dir.exists())
 
 
 # -- 4. evaluate ------------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def log_ratios(model, tokenizer, rows: list[dict], max_length: int) -> torch.Tensor:
-    """log π(chosen) − log π(rejected) per pair [N]."""
-    model.eval()
-    device = next(model.parameters()).device
-    enc = encode_pairs(tokenizer, rows, max_length)
-    out = [
-        torch.sub(*pair_logps(model, enc[i : i + 32], tokenizer.pad_token_id, device)) for i in range(0, len(enc), 32)
-    ]
-    return torch.cat(out)
-
-
 def evaluate(cfg: LoopConfig, parent_path: str, candidate_path: str, heldout: list[dict]) -> dict[str, float]:
+    """Held-out accuracy: the share of held-out rows the candidate agrees with more than the serving model does
+    (DPO: a larger log-ratio of chosen over rejected; KTO: a thumbed-up answer likelier, a thumbed-down one less
+    likely); with ``gate.reward``, the trusted reward of both models' samples on held-out prompts."""
     parent, tokenizer = load_pretrained(model_config(cfg, parent_path))
     candidate, _ = load_pretrained(model_config(cfg, candidate_path))
-    metrics: dict[str, float] = {"heldout_pairs": float(len(heldout))}
+    parent.eval(), candidate.eval()
+    metrics: dict[str, float] = {"heldout_rows": float(len(heldout))}
     if heldout:
-        gain = log_ratios(candidate, tokenizer, heldout, cfg.model.max_length) - log_ratios(
+        agree = ALGOS[cfg.algo].agreement
+        gain = agree(candidate, tokenizer, heldout, cfg.model.max_length) - agree(
             parent, tokenizer, heldout, cfg.model.max_length
         )
         metrics["heldout_accuracy"] = (gain > 0).float().mean().item()
@@ -211,15 +261,15 @@ def run_round(cfg: LoopConfig, store: Store, last_round_at: float | None = None)
     if rnd is None:
         return None
     parent_path = next(m["path"] for m in store.models() if m["name"] == rnd["parent"])
-    train, heldout, skipped = round_data(store, rnd, cfg.heldout_fraction)  # 2
+    train, heldout, skipped = round_data(store, rnd, cfg)  # 2
     out = train_candidate(cfg, rnd, parent_path, train, heldout, resume=open_before)  # 3
     metrics = evaluate(cfg, parent_path, str(out["model_dir"]), heldout)  # 4
     gain = improvement(cfg, metrics)  # 5
     status = "promoted" if gain > 0 and gain >= cfg.gate.margin else "rejected"
-    metrics |= {"improvement": gain, "train_pairs": float(len(train)), "skipped": skipped}
+    metrics |= {"improvement": gain, "train_rows": float(len(train)), "skipped": skipped}
     name = f"{Path(rnd['run_dir']).name}"
     record = state.finish_round(rnd["id"], status, {"name": name, "path": str(out["model_dir"])}, metrics)  # 6
-    print(f"loop {name}: {len(train)} pairs, improvement {gain:+.4f} → {status}")
+    print(f"loop {name}: {rnd['algo']} on {len(train)} rows, improvement {gain:+.4f} → {status}")
     return record
 
 
