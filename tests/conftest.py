@@ -7,9 +7,6 @@ Session-scoped objects are shared by every test: never train or mutate them in p
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Callable
 
 import pytest
@@ -98,41 +95,9 @@ def sft_arithmetic_careless(tmp_path_factory):
     return train(cfg)["model_dir"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """uvicorn.Server in a thread; ``stop()`` sets ``should_exit`` and joins."""
-
-    def __init__(self, app):
-        import uvicorn  # the serve extra; only server tests build one
-
-        self.app, self.port = app, free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
 @pytest.fixture(scope="session")
 def live_server_class():
-    """``LiveServer``: a real uvicorn server for an app on 127.0.0.1 (a free port, a background thread)."""
-    return LiveServer
+    """``rewardloop.serve.BackgroundServer``: a real uvicorn server for an app on 127.0.0.1 (a free port, a thread)."""
+    from rewardloop.serve.app import BackgroundServer
+
+    return BackgroundServer
