@@ -256,8 +256,8 @@ class LeanDecoder:
             qk = qk * cos + torch.cat([-half2, half1], -1) * sin  # RoPE on queries and keys at once
             kb[:B, :, c], vb[:B, :, c] = qk[:, nh:], qkv[:, (nh + nkv) * D :].view(B, nkv, D)
             q = qk[:, :nh].reshape(B, nkv, nh // nkv, D)  # query heads grouped by their key head
-            scores = q @ kb[:B, :, : c + 1].transpose(-1, -2) * self.scaling + bias  # [B, nkv, nh/nkv, c+1]
-            att = scores.softmax(-1, dtype=torch.float32).to(q.dtype) @ vb[:B, :, : c + 1]  # [B, nkv, nh/nkv, D]
+            scores = torch.add(bias, q @ kb[:B, :, : c + 1].transpose(-1, -2), alpha=self.scaling)  # [B, nkv, g, c+1]
+            att = scores.softmax(-1, dtype=torch.float32).to(q.dtype) @ vb[:B, :, : c + 1]  # [B, nkv, g, D]
             x = x + o_proj(att.reshape(B, nh * D))
             gate, up = F.linear(self._rms(x, ln2), gu_w, gu_b).chunk(2, -1)
             x = x + down(F.silu(gate) * up)
@@ -336,7 +336,7 @@ def generate(
         # 2. Sample a token for every running row.
         tokens, lp = sample_next(logits, gen, generator)
         response_ids[active, t], logprobs[active, t], response_mask[active, t] = tokens, lp, 1
-        done = torch.isin(tokens, eos)
+        done = (tokens[:, None] == eos).any(-1)  # [B]
         if gen.stop:
             rows = active.tolist()
             hits = [_hits_stop(tokenizer, response_ids[r, : t + 1].tolist(), gen.stop, tail_tokens) for r in rows]
