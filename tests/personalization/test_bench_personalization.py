@@ -28,5 +28,6 @@ def test_benchmark_smoke(tmp_path, capsys):
     sides = result["vw"]["sides"]
     assert set(sides) == {"vw -q UA", "vw (no interaction)", "ours: LinUCB"}
     assert all(0.0 <= side["ctr"] <= 1.0 for side in sides.values())
+    assert isinstance(result["vw"]["gate_passed"], bool) and len(result["vw"]["direct"]["vw -q UA"]) == 1
     assert all(Path(p).stat().st_size > 0 for p in result["plots"])
     assert "| linucb |" in capsys.readouterr().out

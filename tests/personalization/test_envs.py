@@ -170,3 +170,32 @@ def test_gymnasium_adapter_passes_check_env(name):
     assert isinstance(reward, float) and truncated is False and "oracle_reward" in info
     with pytest.raises(ValueError, match="not in Discrete"):
         env.step(env.action_space.n)
+
+
+def test_clickbait_pays_now_and_costs_later():
+    """Clickbait switch on, reward = watch time only: putting clickbait first earns more per step, but trust erodes,
+    users leave sooner and a session earns less than with a policy that avoids clickbait."""
+    from rewardloop.rewards.engagement import EngagementWeights
+
+    watch_only = EngagementWeights(click=0, like=0, share=0, skip=0)
+    cfg = FeedConfig(behaviour=Behaviour(clickbait=True), clickbait_fraction=0.3, weights=watch_only)
+
+    def sessions(bait_sign: float) -> tuple[float, float, float]:
+        env, first, totals, trust = FeedEnv(cfg), [], [], []
+        for s in range(80):
+            env.reset(seed=s)
+            done, total = False, 0.0
+            while not done:
+                x, z = env.numeric()
+                score = z[:, :8] @ x[:8] + bait_sign * z[:, -1]  # topic match ± the clickbait flag
+                _, _, done, info = env.step(_slate(env, np.argsort(-score, kind="stable")[:3]))
+                first += [info["expected_reward"]] if total == 0.0 else []
+                total += info["expected_reward"]
+            totals.append(total)
+            trust.append(info["trust"])
+        return float(np.mean(first)), float(np.mean(totals)), float(np.mean(trust))
+
+    bait, honest = sessions(+2.0), sessions(-2.0)
+    assert bait[0] > honest[0]  # now: more watch time per slate
+    assert bait[1] < honest[1]  # later: less per session
+    assert bait[2] < honest[2] - 0.1  # trust eroded

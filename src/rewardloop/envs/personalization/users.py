@@ -6,7 +6,7 @@ at 1). The persona shows the top two topics and the tone — not the full intere
 
     affinity a_i = u[topic_i] / max(u)                                     ∈ [0, 1]
     click utility v_i = β·a_i + τ·[tone_i = tone] + h_i − λ·(1 − trust),   no-click utility v_0
-    watch fraction f_i = σ(α·a_i + ω·(q_i − ½) + h_i/2 − 1)              (watch time f_i · length_i)
+    watch fraction f_i = σ(α·a_i + ω·(q_i − ½) + h_i − 1)                (watch time f_i · length_i)
     like ~ Bern(0.6·q_i·a_i·trust),  share ~ Bern(0.25·q_i²·a_i·trust),  skip if f_i < skip_below
     after a click: u ← (1 − η f) u + η f · onehot(topic_i) (renormalised),  trust ← clip(trust + κ f (q_i − ½))
 
@@ -43,7 +43,7 @@ class Behaviour(Section):
     trust_rate: float = Field(0.3, ge=0.0, description="κ: trust change per unit of (quality − ½) watched")
     min_trust: float = Field(0.2, ge=0.0, le=1.0)
     clickbait: bool = Field(False, description="clickbait switch: clickbait items get the hook h (clicks, watch)")
-    hook: float = Field(1.5, description="h: the clickbait hook in click utility (half of it in the watch logit)")
+    hook: float = Field(1.5, description="h: the clickbait hook, in click utility and in the watch-fraction logit")
 
 
 @dataclass
@@ -110,7 +110,7 @@ def respond(user: User, catalogue: Catalogue, idx: np.ndarray, b: Behaviour) -> 
     tone = np.array([it.tone == user.tone for it in items], dtype=float).reshape(idx.shape)
     length = np.array([it.length_s for it in items]).reshape(idx.shape)
     utility = b.beta * a + b.tone_bonus * tone + hook - b.trust_penalty * (1.0 - user.trust)
-    f = 1.0 / (1.0 + np.exp(-(b.alpha * a + b.omega * (q - 0.5) + hook / 2 - 1.0)))
+    f = 1.0 / (1.0 + np.exp(-(b.alpha * a + b.omega * (q - 0.5) + hook - 1.0)))
     return Response(
         utility=utility,
         watch_fraction=f,
