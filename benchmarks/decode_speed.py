@@ -7,8 +7,9 @@ Each model is a preset saved by ``benchmarks.models.build_model_dir`` (random in
 every row decodes ``--new-tokens`` tokens. Before any timing, the tokens of all three sides are asserted identical
 (the engine and rollout take the lean decode path for these models). Timing: process CPU seconds (robust to other
 jobs on a shared machine) of one full call — prefill plus decode — per side, sides interleaved, ``--repeats`` rounds
-after a warm-up round; the median is reported and the ratio is median(model.generate) / median(side).
-Prints one JSON document and a markdown table.
+after a warm-up round; the median is reported and the ratio is median(model.generate) / median(side). The
+"matmul floor" row times only the decode steps' matrix products at their shapes (random inputs, no tokens): its
+ratio is the most any decode path without faster matmuls could reach. Prints one JSON document and a markdown table.
 """
 
 from __future__ import annotations
@@ -69,6 +70,30 @@ def sides(model, tokenizer, prompts: list[list[int]], new_tokens: int) -> dict:
     return {"model.generate": hf, "engine": engine, "rollout.generate": rollout}
 
 
+def matmul_floor(model, batch: int, prompt_tokens: int, new_tokens: int):
+    """A call doing only the decode steps' matrix products (the lean step's 4 GEMMs per layer + the LM head, and the
+    two attention products over the growing cache) at their shapes, on random inputs, prefill left out: no decode path can be faster."""
+    dec = LeanDecoder(model, rows=batch, columns=prompt_tokens + new_tokens + 1)
+    hidden = dec.embed.shape[1]
+    g, D = dec.heads // dec.kv_heads, dec.head_dim
+    x, q = torch.randn(batch, hidden), torch.randn(batch, dec.kv_heads, g, D)
+    att, act = (torch.randn(batch, dec.layers[0][i].in_features) for i in (3, 7))  # o_proj's and down's inputs
+
+    @torch.inference_mode()
+    def run():
+        for t in range(new_tokens - 1):
+            width = prompt_tokens + t + 1
+            for (_, qkv_w, qkv_b, o_proj, _, gu_w, gu_b, down), kb, vb in zip(dec.layers, dec.k, dec.v, strict=True):
+                torch.nn.functional.linear(x, qkv_w, qkv_b)
+                (q @ kb[:, :, :width].transpose(-1, -2)) @ vb[:, :, :width]
+                o_proj(att)
+                torch.nn.functional.linear(x, gu_w, gu_b)
+                down(act)
+            dec.head(x)
+
+    return run
+
+
 def measure(fns: dict, repeats: int) -> dict[str, float]:
     """Median process CPU seconds per call of each side, sides interleaved, after one warm-up round."""
     seconds = {name: [] for name in fns}
@@ -109,6 +134,7 @@ def main() -> None:
                 ref = tokens["model.generate"]
                 for name, got in tokens.items():
                     assert got == ref, f"{preset} batch {batch}: {name} decoded other tokens than model.generate"
+                fns["matmul floor"] = matmul_floor(model, batch, args.prompt_tokens, args.new_tokens)
                 seconds = measure(fns, args.repeats)
                 n = batch * args.new_tokens
                 for name, s in seconds.items():
@@ -120,7 +146,7 @@ def main() -> None:
                             "cpu_s": round(s, 4),
                             "tokens_per_s": round(n / s, 1),
                             "vs_generate": round(seconds["model.generate"] / s, 2),
-                            "tokens_identical": True,
+                            "tokens_identical": name != "matmul floor",
                         }
                     )
     info = {"benchmark": "decode_speed", "new_tokens": args.new_tokens, "prompt_tokens": args.prompt_tokens}

@@ -37,12 +37,13 @@ def test_fill_holes_moves_only_rows_from_the_end():
     assert fill_holes(6, [0, 5]) == [4, 1, 2, 3]
 
 
-def test_supports_llama_and_qwen2_only_outside_autocast(tiny_llama, tiny_model, tokenizer):
+def test_supports_float32_llama_and_qwen2_outside_autocast(tiny_llama, tiny_model, tokenizer):
     assert LeanDecoder.supports(tiny_llama) and LeanDecoder.supports(tiny_model("qwen2-1m"))
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2, n_positions=64))
     assert not LeanDecoder.supports(gpt2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not LeanDecoder.supports(tiny_llama)
+    assert not LeanDecoder.supports(tiny_model("llama-1m").to(torch.bfloat16))
 
 
 @pytest.mark.parametrize("preset", ["llama-1m", "qwen2-1m"])

@@ -138,19 +138,21 @@ class LeanDecoder:
 
     @classmethod
     def supports(cls, model) -> bool:
-        """True for an unwrapped Llama or Qwen2 with default RoPE, SiLU, full attention, outside autocast."""
+        """True for an unwrapped float32 Llama or Qwen2 with default RoPE, SiLU, full attention, outside autocast
+        (where its greedy tokens are checked equal to the model's own; other precisions keep the model's forward)."""
         cfg = getattr(model, "config", None)
         if type(model).__name__ not in cls.ARCHITECTURES or cfg is None:
             return False
         rope = getattr(getattr(model.model, "rotary_emb", None), "rope_type", None)
         dropout = model.training and getattr(cfg, "attention_dropout", 0.0) > 0
-        device = next(model.parameters()).device.type
+        first = next(model.parameters())
         return (
-            rope == "default"
+            first.dtype == torch.float32
+            and rope == "default"
             and cfg.hidden_act == "silu"
             and not getattr(cfg, "use_sliding_window", False)
             and not dropout
-            and not torch.is_autocast_enabled(device)
+            and not torch.is_autocast_enabled(first.device.type)
         )
 
     def __init__(self, model, rows: int, columns: int = 64):
@@ -235,11 +237,8 @@ class LeanDecoder:
         return self.cos[pos][:, None], self.sin[pos][:, None]
 
     def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """RMSNorm as the model computes it (in float32, scaled by weight in the input's dtype)."""
-        if x.dtype == torch.float32:  # one fused op, bitwise equal to the formula below in float32
-            return F.rms_norm(x, weight.shape, weight, self.eps)
-        h = x.float()
-        return weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+        """RMSNorm in one op (bitwise equal to the model's float32 formula)."""
+        return F.rms_norm(x, weight.shape, weight, self.eps)
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed tokens [B] (B = running rows) at each row's next position; returns the next logits [B, V]."""
@@ -257,7 +256,7 @@ class LeanDecoder:
             kb[:B, :, c], vb[:B, :, c] = qk[:, nh:], qkv[:, (nh + nkv) * D :].view(B, nkv, D)
             q = qk[:, :nh].reshape(B, nkv, nh // nkv, D)  # query heads grouped by their key head
             scores = torch.add(bias, q @ kb[:B, :, : c + 1].transpose(-1, -2), alpha=self.scaling)  # [B, nkv, g, c+1]
-            att = scores.softmax(-1, dtype=torch.float32).to(q.dtype) @ vb[:B, :, : c + 1]  # [B, nkv, g, D]
+            att = scores.softmax(-1) @ vb[:B, :, : c + 1]  # [B, nkv, g, D]
             x = x + o_proj(att.reshape(B, nh * D))
             gate, up = F.linear(self._rms(x, ln2), gu_w, gu_b).chunk(2, -1)
             x = x + down(F.silu(gate) * up)
