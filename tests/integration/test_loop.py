@@ -6,14 +6,14 @@ server to the previous version. Plus fast tests of the round bookkeeping (claims
 
 from __future__ import annotations
 
-import time
+import sys
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
-from rewardloop.config import load_config  # noqa: E402
 from rewardloop.loop import LoopConfig, run_round  # noqa: E402
 from rewardloop.loop.rounds import is_heldout  # noqa: E402
 from rewardloop.store import Store  # noqa: E402
@@ -77,87 +77,25 @@ def test_round_waits_for_enough_feedback_and_needs_a_model_path(tmp_path):
         assert run_round(cfg, store) is None and LoopState(store).rounds() == []
 
 
-# -- slow: the whole loop ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def sft_reviews(tmp_path_factory):
-    from rewardloop.algorithms.sft import SFTConfig
-    from rewardloop.algorithms.sft import train as sft_train
-
-    root = tmp_path_factory.mktemp("sft")
-    overrides = ["task.name=reviews", "steps=300", "eval_every=300", "eval_size=20", "model.max_length=96"]
-    overrides += ["gen.max_new_tokens=40", f"run.root={root}", "run.name=s", "run.progress=false"]
-    return str(sft_train(load_config(SFTConfig, None, overrides))["model_dir"])
-
-
-def wait_for_version(store: Store, name: str, server_app, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while server_app.state.server.live[1] != name:
-        assert time.monotonic() < deadline, f"the server did not swap to {name}"
-        time.sleep(0.2)
+# -- slow: the whole loop (benchmarks/loop_demo.py, which also makes the guide's plot) ---------------------------------
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_loop_raises_the_users_hidden_reward_and_refuses_poison(sft_reviews, tmp_path, live_server_class):
-    from rewardloop.loop.users import UserPopulation
-    from rewardloop.serve import ServeConfig, create_app
+def test_loop_raises_the_users_hidden_reward_and_refuses_poison(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/ sits beside src/, not installed
+    from benchmarks.loop_demo import sft_reviews, simulate, table
 
-    url = f"sqlite:///{tmp_path / 'loop.db'}"
-    store = Store.open(url)
-    scfg = ServeConfig.model_validate(
-        {
-            "model": {"path": sft_reviews, "max_length": 96},
-            "serve": {"model_name": "reviews", "follow_registry": True, "registry_poll_seconds": 0.5},
-        }
-    )
-    loop_cfg = LoopConfig.model_validate(
-        {
-            "store": {"url": url},
-            "model": {"path": sft_reviews, "max_length": 96},
-            "min_events": 300,
-            "heldout_fraction": 0.15,
-            "trainer": {"steps": 40, "optim.lr": 1e-4, "optim.warmup_steps": 5, "eval_every": 40, "eval_size": 20},
-            "gate": {"reward": "reviews_gold", "n_prompts": 128, "margin": 0.0},
-            "root": str(tmp_path / "rounds"),
-        }
-    )
-    app = create_app(scfg, store=store)
-    server = live_server_class(app).start()
-    try:
-        users = UserPopulation(server.url, "reviews", n_users=8, noise=0.1, seed=0)
-        LoopState(store)  # the loop registers v0 on its first round
-        hidden = [users.hidden_reward(128)]
-        decisions = []
-        for r in range(3):
-            assert users.session(330) >= 300
-            record = run_round(loop_cfg, store)
-            decisions.append(record["status"])
-            if record["status"] == "promoted":
-                wait_for_version(store, record["candidate"], app)
-            hidden.append(users.hidden_reward(128))
-            print(f"round {r + 1}: {record['status']}, metrics {record['metrics']}, hidden reward {hidden[-1]:.3f}")
-        print(f"loop: hidden reward per round {[round(h, 3) for h in hidden]}, decisions {decisions}")
-        assert decisions.count("promoted") >= 2
-        assert hidden[-1] > hidden[0] + 0.05
-
-        # poisoned feedback: users report the opposite of what they prefer → the trusted gate refuses the candidate
-        serving = LoopState(store).serving()["name"]
-        liars = UserPopulation(server.url, "reviews", n_users=8, noise=0.0, flip=True, seed=1)
-        liars.session(330)
-        record = run_round(loop_cfg, store)
-        print(f"poisoned round: {record['status']}, metrics {record['metrics']}")
-        assert record["status"] == "rejected" and record["metrics"]["improvement"] < 0
-        assert LoopState(store).serving()["name"] == serving
-
-        # rollback: the previous version serves again, and the server follows
-        parent = LoopState(store).rollback()
-        wait_for_version(store, parent["name"], app)
-        assert all(r["round_id"] is not None for r in store.feedback_since(0))  # every row used once, none skipped
-    finally:
-        server.stop()
-        store.close()
+    result = simulate(tmp_path, sft_reviews(tmp_path / "sft"), rounds=3)
+    print(table(result))
+    hidden = [result["hidden_reward_start"]] + [r["hidden_reward"] for r in result["rounds"]]
+    assert [r["status"] for r in result["rounds"]].count("promoted") >= 2
+    assert all(r["improvement"] > 0 for r in result["rounds"] if r["status"] == "promoted")
+    assert hidden[-1] > hidden[0] + 0.05  # what the users get from the served model improved
+    poisoned = result["poisoned"]  # flipped labels train a worse candidate: the trusted gate refuses it
+    assert poisoned["status"] == "rejected" and poisoned["improvement"] < 0 and poisoned["serving_unchanged"]
+    assert result["rollback"]["serving"] != poisoned["serving_after"]["name"]  # the parent serves again
+    assert result["unused_feedback"] == 0  # every feedback row was used by exactly one round
 
 
 @pytest.mark.parametrize("algo", ["dpo", "kto"])
