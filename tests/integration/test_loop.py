@@ -134,3 +134,36 @@ def test_one_round_trains_a_candidate_and_records_it(tmp_path, tiny_llama, token
         assert candidate["parent_id"] == next(v["id"] for v in store.models() if v["name"] == "v0")
         assert all(f["round_id"] == record["id"] for f in store.feedback_since(0))
         assert run_round(cfg, store) is None  # nothing new to learn from
+
+
+def test_a_crash_mid_round_resumes_the_same_round(tmp_path, tiny_llama, tokenizer, monkeypatch):
+    """The evaluation crashes after training: the round stays open with its claim; the next call resumes it (the
+    trainer from its run directory), late feedback waits for the next round, nothing is used twice."""
+    import rewardloop.loop.rounds as rounds
+
+    model_dir = tmp_path / "v0"
+    tiny_llama.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    with Store.open(f"sqlite:///{tmp_path / 's.db'}") as store:
+        first = _pairs(store, 12, prompt="1+1=") + _pairs(store, 12, prompt="2+2=")
+        cfg = LoopConfig.model_validate(
+            {
+                "model": {"path": str(model_dir), "max_length": 32},
+                "min_events": 20,
+                "heldout_fraction": 0.3,
+                "trainer": {"steps": 2, "batch_size": 8, "eval_every": 2, "eval_size": 4, "run.save_every": 1},
+                "root": str(tmp_path / "rounds"),
+            }
+        )
+        real = rounds.evaluate
+        monkeypatch.setattr(rounds, "evaluate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("crash")))
+        with pytest.raises(RuntimeError, match="crash"):
+            run_round(cfg, store)
+        open_round = LoopState(store).open_round()
+        assert open_round["feedback_ids"] == first and (tmp_path / "rounds" / "round-1").exists()
+        late = _pairs(store, 3, prompt="3+3=")
+        monkeypatch.setattr(rounds, "evaluate", real)
+        record = run_round(cfg, store)
+        assert record["id"] == open_round["id"] and record["feedback_ids"] == first
+        assert {f["id"] for f in store.feedback_since(0) if f["round_id"] == record["id"]} == set(first)
+        assert LoopState(store).unclaimed(("pairwise",)) == late
