@@ -40,6 +40,7 @@ COMMANDS: dict[str, Command] = {
         "rewardloop.algorithms.grpo", "GRPOConfig", "train", ("estimator=rloo",), "RLOO (leave-one-out baseline)"
     ),
     "dpo": Command("rewardloop.algorithms.dpo", "DPOConfig", "train", help="direct preference optimisation"),
+    "kto": Command("rewardloop.algorithms.kto", "KTOConfig", "train", help="KTO: learn from thumbs up / down"),
     "serve": Command("rewardloop.serve", "ServeConfig", "serve", help="OpenAI-compatible server, logs to the store"),
     "loop": Command(
         "rewardloop.loop.rounds",
