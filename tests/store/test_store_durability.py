@@ -11,6 +11,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from rewardloop.store import Store
 
 N_ROWS = 5000  # far more than are written before the kill
@@ -65,3 +67,14 @@ def test_acknowledged_feedback_survives_sigkill(store_url):
     lost = set(acked) - stored
     assert not lost, f"{len(lost)} acknowledged rows lost: {sorted(lost)[:10]}"
     assert len(stored) < N_ROWS  # it really was killed mid-stream
+
+
+@pytest.mark.slow  # four fresh interpreters importing the store: ~20 s each on a loaded 2-core machine
+def test_processes_opening_a_new_store_at_once_all_succeed(store_url):
+    """A server and a loop started together on a fresh database: each migrates or finds the schema at head."""
+    code = "import sys; from rewardloop.store import Store; Store.open(sys.argv[1]).close()"
+    procs = [subprocess.Popen([sys.executable, "-c", code, store_url], stderr=subprocess.PIPE) for _ in range(4)]
+    errors = [p.communicate(timeout=120)[1].decode()[-500:] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    with Store.open(store_url) as s:
+        assert s.models() == []

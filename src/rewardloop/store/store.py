@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -38,6 +39,11 @@ from rewardloop.store.models import (
     Interaction,
     ModelVersion,
 )
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no cross-process migration lock on SQLite
+    fcntl = None
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_S = 30.0  # a writer waits this long for SQLite's single write lock before failing
@@ -151,11 +157,33 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+_MIGRATING = threading.Lock()  # Alembic's context is process-global: one migration at a time per process
+
+
+@contextmanager
+def _file_lock(engine: Engine) -> Iterator[None]:
+    """An exclusive lock on ``<database file>.lock`` (SQLite; no-op elsewhere or in memory), across processes."""
+    db = engine.url.database
+    if engine.dialect.name != "sqlite" or not db or db == ":memory:" or fcntl is None:
+        yield
+        return
+    with open(f"{db}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def upgrade(engine: Engine) -> None:
-    """Bring the database to the newest schema (Alembic ``upgrade head``, with the shipped migrations)."""
+    """Bring the database to the newest schema (Alembic ``upgrade head``, with the shipped migrations). Processes
+    that open a new store at once (a server and a loop) migrate one after the other: a file lock on SQLite, a
+    transaction-scoped advisory lock on PostgreSQL; the later ones find the schema at head and change nothing."""
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    with _MIGRATING, _file_lock(engine), engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(7274656)"))  # held until this transaction ends
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
 
