@@ -4,6 +4,11 @@ One prefill forward over the left-padded prompts, then one forward per new token
 (EOS or a stop string) are dropped from the running batch and from the cache ("compaction"), so a batch where most
 answers are short costs what the short answers cost. Used by training (collect), evaluation and serving alike; it
 depends on nothing but the model, the tokenizer and the sampling settings.
+
+The decode steps run through a decoder: ``LeanDecoder`` (float32 Llama / Qwen2 outside autocast: fused weights, a
+pre-allocated KV cache written in place, no module stack; its greedy tokens are checked equal to the model's own) or
+``CacheDecoder`` (the model's forward and transformers cache: every other model, peft, autocast). The prefill is
+always the model's own forward.
 """
 
 from __future__ import annotations

@@ -2,13 +2,14 @@
 
 Each ``step()``:
   1. admit waiting requests (up to ``max_batch`` rows): one prefill forward over their left-padded prompts, whose KV
-     cache and last logits are merged into the running batch (``batching.merge_kv``);
+     cache and last logits join the running batch's decoder (``LeanDecoder.add_rows``: a pre-allocated cache and a
+     lean decode step, for float32 Llama / Qwen2; else ``batching.CacheRows``: the model's own forward and cache);
   2. sample one token for every row with the row's own temperature / top-p / top-k and generator
      (``batching.sample_rows``);
   3. emit it to the request's sink (text delta held back at a possible stop string), and finish rows at EOS, a stop
      string or max_tokens;
-  4. drop finished and cancelled rows from the cache (``batching.select_kv``);
-  5. one decode forward of the sampled tokens for the remaining rows → the logits of the next step.
+  4. drop finished and cancelled rows from the cache (rows from the end fill their places: ``batching.fill_holes``);
+  5. one decode step of the sampled tokens for the remaining rows → the logits of the next step.
 A request therefore waits at most one step to start, and a finished one frees its row at once — the decode batch is
 not one request at a time, nor a fixed batch waiting for its slowest row (vLLM / Orca's iteration-level scheduling).
 """
