@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from rewardloop.store.models import AnnotationItem, Feedback, Interaction
-from rewardloop.store.store import Store, StoreError, _row
+from rewardloop.store.store import Store, StoreError, as_dict
 
 KEY = "annotate:"
 CHOICES = {"response": 1.0, "other": 0.0, "tie": 0.5, "both_bad": -1.0}
@@ -120,7 +120,7 @@ class AnnotationQueue:
                 return None
             item = s.get(AnnotationItem, max(todo, key=lambda i: (len(labels.get(i, {})), -i)))
             response, other = s.get(Interaction, item.response_id), s.get(Interaction, item.other_response_id)
-            return {**_row(item), "response": _row(response), "other": _row(other)}
+            return {**as_dict(item), "response": as_dict(response), "other": as_dict(other)}
 
     def label(self, item_id: int, annotator: str, choice: str, comment: str | None = None) -> bool:
         """Store ``annotator``'s label of item ``item_id``; False when they had already labelled it (kept as was)."""

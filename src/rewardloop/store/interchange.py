@@ -35,7 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from rewardloop.store.models import Feedback, Interaction
-from rewardloop.store.store import Store, StoreError, _interaction_row, _row, validate_feedback
+from rewardloop.store.store import Store, StoreError, as_dict, interaction_row, validate_feedback
 
 LABEL_KINDS = ("pairwise", "rating", "thumbs", "comment")
 VERDICTS = {1.0: "a", 0.0: "b", 0.5: "tie", -1.0: "both_bad"}  # pairwise value → verdict
@@ -82,8 +82,12 @@ def store_tasks(store: Store) -> list[Task]:
     """Every labelled pair, unlabelled neighbouring pairs of responses to one prompt, and every response as a
     single task, with the store's pairwise / rating / thumbs / comment feedback as labels."""
     with store._session() as s:
-        its = {i.id: _row(i) for i in s.scalars(select(Interaction).order_by(Interaction.created_at, Interaction.id))}
-        fbs = [_row(f) for f in s.scalars(select(Feedback).where(Feedback.kind.in_(LABEL_KINDS)).order_by(Feedback.id))]
+        its = {
+            i.id: as_dict(i) for i in s.scalars(select(Interaction).order_by(Interaction.created_at, Interaction.id))
+        }
+        fbs = [
+            as_dict(f) for f in s.scalars(select(Feedback).where(Feedback.kind.in_(LABEL_KINDS)).order_by(Feedback.id))
+        ]
     pairs: dict[tuple[str, str], Task] = {}
     singles = {rid: Task(f"single:{rid}", [it]) for rid, it in its.items()}
     for fb in fbs:
@@ -593,7 +597,7 @@ def _rows(task: ReadTask, source: str) -> tuple[list[dict[str, Any]], list[dict[
             fields = {"id": f"imp-{_digest(source, task.prompt, completion)}", "prompt": task.prompt}
             fields["model_version"] = f"import:{source}"
         try:
-            interactions.append(_interaction_row({**fields, "completion": completion}))
+            interactions.append(interaction_row({**fields, "completion": completion}))
         except StoreError as e:
             raise InterchangeError(f"{task.where}.responses[{j}].{e}") from None
     ids = [it["id"] for it in interactions]

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from rewardloop.config import ConfigError, Section
 from rewardloop.store.models import ROLES, ApiKey, utcnow
-from rewardloop.store.store import Store, StoreError, _row
+from rewardloop.store.store import Store, StoreError, as_dict
 
 KEY_PREFIX = "rlk-"
 MAX_NAME = 100  # a holder's name goes into annotation idempotency keys (at most 200 characters)
@@ -81,7 +81,7 @@ class ApiKeys:
 
 
 def _public(row: ApiKey) -> dict[str, Any]:
-    return {k: v for k, v in _row(row).items() if k != "key_hash"}
+    return {k: v for k, v in as_dict(row).items() if k != "key_hash"}
 
 
 class KeysStore(Section):

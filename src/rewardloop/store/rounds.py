@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from rewardloop.store.models import Feedback, LoopRound, ModelVersion, utcnow
-from rewardloop.store.store import Store, StoreError, _row
+from rewardloop.store.store import Store, StoreError, as_dict
 
 
 class LoopState:
@@ -36,7 +36,7 @@ class LoopState:
         with self.store._session() as s:
             q = select(ModelVersion).where(ModelVersion.status == "serving").order_by(ModelVersion.id.desc())
             mv = s.scalars(q.limit(1)).first()
-            return _row(mv) if mv is not None else None
+            return as_dict(mv) if mv is not None else None
 
     def _serve(self, s, mv: ModelVersion) -> None:
         for old in s.scalars(select(ModelVersion).where(ModelVersion.status == "serving", ModelVersion.id != mv.id)):
@@ -67,7 +67,7 @@ class LoopState:
             self._serve(s, parent)
             current.status = "retired"
             s.commit()
-            return _row(parent)
+            return as_dict(parent)
 
     # -- rounds ---------------------------------------------------------------------------------------------------
 
@@ -75,7 +75,7 @@ class LoopState:
         """The round that started and did not finish (a crash mid-round), or None."""
         with self.store._session() as s:
             rnd = s.scalars(select(LoopRound).where(LoopRound.status == "running").order_by(LoopRound.id)).first()
-            return _row(rnd) if rnd is not None else None
+            return as_dict(rnd) if rnd is not None else None
 
     def unclaimed(self, kinds: tuple[str, ...]) -> list[int]:
         """Ids of feedback of ``kinds`` that no round has used and the open round has not claimed, oldest first."""
@@ -94,7 +94,7 @@ class LoopState:
             )
             s.add(rnd)
             s.commit()
-            return _row(rnd)
+            return as_dict(rnd)
 
     def finish_round(
         self, round_id: int, status: str, candidate: dict[str, Any], metrics: dict[str, Any]
@@ -126,8 +126,8 @@ class LoopState:
             )
             rnd.status, rnd.candidate, rnd.metrics, rnd.finished_at = status, mv.name, dict(metrics), utcnow()
             s.commit()
-            return _row(rnd)
+            return as_dict(rnd)
 
     def rounds(self) -> list[dict[str, Any]]:
         with self.store._session() as s:
-            return [_row(r) for r in s.scalars(select(LoopRound).order_by(LoopRound.id))]
+            return [as_dict(r) for r in s.scalars(select(LoopRound).order_by(LoopRound.id))]

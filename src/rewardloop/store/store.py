@@ -57,7 +57,7 @@ class FeedbackError(StoreError):
     """A feedback item is invalid (unknown response id, kind or event, value out of range, ...)."""
 
 
-def _row(obj: Any) -> dict[str, Any]:
+def as_dict(obj: Any) -> dict[str, Any]:
     out = {c.key: getattr(obj, c.key) for c in obj.__table__.columns}
     if isinstance(out.get("created_at"), datetime):
         ts = out["created_at"]
@@ -223,7 +223,7 @@ class Store:
 
     def log_interaction(self, **fields: Any) -> str:
         """Store one served response; returns its id (``fields["id"]``, or a new ``resp-<hex>``)."""
-        row = _interaction_row(fields)
+        row = interaction_row(fields)
         with self._session() as s:
             s.add(Interaction(**row))
             try:
@@ -235,7 +235,7 @@ class Store:
     def get_interaction(self, response_id: str) -> dict[str, Any] | None:
         with self._session() as s:
             obj = s.get(Interaction, response_id)
-            return _row(obj) if obj is not None else None
+            return as_dict(obj) if obj is not None else None
 
     # -- feedback -------------------------------------------------------------------------------------------------
 
@@ -311,7 +311,7 @@ class Store:
         """Feedback rows with ``id > last_id``, oldest first (the training loop's cursor)."""
         with self._session() as s:
             q = select(Feedback).where(Feedback.id > last_id).order_by(Feedback.id)
-            return [_row(f) for f in s.scalars(q.limit(limit) if limit else q)]
+            return [as_dict(f) for f in s.scalars(q.limit(limit) if limit else q)]
 
     # -- model versions -------------------------------------------------------------------------------------------
 
@@ -347,7 +347,7 @@ class Store:
 
     def models(self) -> list[dict[str, Any]]:
         with self._session() as s:
-            return [_row(m) for m in s.scalars(select(ModelVersion).order_by(ModelVersion.id))]
+            return [as_dict(m) for m in s.scalars(select(ModelVersion).order_by(ModelVersion.id))]
 
     # -- reading for export ---------------------------------------------------------------------------------------
 
@@ -362,10 +362,10 @@ class Store:
                 q = q.where(Feedback.id.in_(ids))
             for f in s.scalars(q):
                 other = s.get(Interaction, f.other_response_id) if f.other_response_id else None
-                yield _row(f), _row(s.get(Interaction, f.response_id)), _row(other) if other else None
+                yield as_dict(f), as_dict(s.get(Interaction, f.response_id)), as_dict(other) if other else None
 
 
-def _interaction_row(fields: Mapping[str, Any]) -> dict[str, Any]:
+def interaction_row(fields: Mapping[str, Any]) -> dict[str, Any]:
     """Validated columns of an interaction (StoreError naming the field otherwise)."""
     columns = {c.key for c in Interaction.__table__.columns}
     if unknown := sorted(set(fields) - columns):
