@@ -46,3 +46,19 @@ def test_lm_item_scores_ignore_padding(tiny_llama, tokenizer):
     assert len(set(choice.slate.tolist())) == 2
     scores = lm_item_scores(tiny_llama, tokenizer, context, items)
     assert choice.propensity == pytest.approx(np.exp(plackett_luce_log_prob(scores, choice.slate)))
+
+
+def test_lm_policy_runs_on_the_feed_through_run_bandit(tiny_llama, tokenizer):
+    """The LM policy scores persona + history against each candidate and logs its propensities; a context longer
+    than the model's positions is an error."""
+    from rewardloop.algorithms.bandits import run_bandit
+    from rewardloop.envs.personalization import FeedEnv
+
+    with pytest.raises(ValueError, match="exceeds the model's 512 positions"):
+        lm_item_scores(tiny_llama, tokenizer, "x " * 600, ["[i001] chess"])
+    env = FeedEnv()
+    log = run_bandit(env, LMSlatePolicy(tiny_llama, tokenizer), 8, seed=0)
+    assert len(log) == 8
+    assert all(0.0 < r["propensity"] <= 1.0 and len(set(r["slate"].tolist())) == 3 for r in log)
+    head, items = env.context()
+    assert head.startswith("User: ") and len(items) == env.cfg.n_candidates and items[0] in env.observation()

@@ -262,7 +262,10 @@ def run_bandit(env, policy, steps: int, seed: int = 0) -> list[dict]:
     for _ in range(steps):
         context, features = env.numeric()
         arms = np.asarray(env.candidates)
-        choice = policy.select(context, features, arms, size, rng)
+        if hasattr(policy, "select_text"):  # a language-model policy reads the text: context and candidates
+            choice = policy.select_text(*env.context(), size, rng)
+        else:
+            choice = policy.select(context, features, arms, size, rng)
         _, reward, done, info = env.step(" ".join(env.candidate_ids[i] for i in choice.slate))
         per_position = position_rewards(reward, info, size)
         policy.update(context, features[choice.slate], arms[choice.slate], per_position)
@@ -309,6 +312,12 @@ def lm_item_scores(model, tokenizer, context: str, items: list[str], normalise: 
     prompt = tokenizer(context, add_special_tokens=False)["input_ids"]
     texts = [tokenizer("\n" + item, add_special_tokens=False)["input_ids"] for item in items]
     r = max(len(t) for t in texts)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and len(prompt) + r > limit:
+        raise ValueError(
+            f"context ({len(prompt)} tokens) + longest item ({r} tokens) exceeds the model's {limit} positions; "
+            "shorten the context (e.g. FeedConfig(history=0))"
+        )
     pad = tokenizer.pad_token_id or 0
     input_ids = torch.tensor([prompt + t + [pad] * (r - len(t)) for t in texts])  # [K, P + R], responses right-padded
     mask = torch.tensor([[1] * (len(prompt) + len(t)) + [0] * (r - len(t)) for t in texts])
@@ -330,3 +339,6 @@ class LMSlatePolicy:
         scores = lm_item_scores(self.model, self.tokenizer, context, items)
         slate, propensity = plackett_luce_sample(scores, size, rng, self.temperature)
         return Choice(slate, propensity)
+
+    def update(self, context, features, arms, rewards) -> None:
+        pass  # training the LM on these rewards is the RL trainers' job, not the bandit loop's

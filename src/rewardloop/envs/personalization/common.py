@@ -82,7 +82,3 @@ def sample_candidates(rng: np.random.Generator, n_items: int, k: int) -> np.ndar
     if k > n_items:
         raise ValueError(f"n_candidates={k} exceeds the catalogue size {n_items}")
     return rng.choice(n_items, size=k, replace=False)
-
-
-def render_candidates(catalogue: Catalogue, candidates: np.ndarray) -> str:
-    return "\n".join(catalogue.items[i].text() for i in candidates)

@@ -26,7 +26,6 @@ from rewardloop.envs.personalization.common import (
     expected_clipped,
     numeric_view,
     parse_slate,
-    render_candidates,
     sample_candidates,
 )
 from rewardloop.envs.personalization.users import Behaviour, User, consume, make_user, respond
@@ -152,16 +151,17 @@ class FeedEnv:
         return self.observation(), reward, False, info
 
     # -- text -----------------------------------------------------------------------------------------------------
-    def observation(self) -> str:
+    def context(self) -> tuple[str, list[str]]:
+        """(persona + recent history, the candidates' texts): the observation in the two parts an item scorer uses."""
         user, cfg = self._user(), self.cfg
         lines = [f"User: {user.persona()}", "Recent:"]
         recent = self.log[-cfg.history :] if cfg.history else []
         lines += [f"- {describe(self.catalogue, c, ev)}" for c, ev in recent] or ["- (new session)"]
-        lines += [
-            f"Candidates (answer with {cfg.slate_size} item ids, best first):",
-            render_candidates(self.catalogue, self.candidates),
-        ]
-        return "\n".join(lines)
+        return "\n".join(lines), [self.catalogue.items[i].text() for i in self.candidates]
+
+    def observation(self) -> str:
+        head, items = self.context()
+        return "\n".join([head, f"Candidates (answer with {self.cfg.slate_size} item ids, best first):", *items])
 
 
 def describe(catalogue: Catalogue, clicked: str | None, events: list[dict]) -> str:

@@ -23,7 +23,6 @@ from rewardloop.envs.personalization.common import (
     clip,
     numeric_view,
     parse_slate,
-    render_candidates,
     sample_candidates,
 )
 from rewardloop.envs.personalization.users import Behaviour, User, affinity, consume, make_user
@@ -135,7 +134,8 @@ class PlaylistEnv:
         self.candidates = sample_candidates(self.rng, len(self.catalogue), cfg.n_candidates)
         return self.observation(), reward, False, info
 
-    def observation(self) -> str:
+    def context(self) -> tuple[str, list[str]]:
+        """(persona + recently played, the candidate tracks' texts)."""
         user = self._user()
         lines = [f"Listener: {user.persona()}", "Recently played:"]
         recent = self.played[-self.cfg.history :] if self.cfg.history else []
@@ -143,5 +143,8 @@ class PlaylistEnv:
             f"- {self.catalogue.items[i].id} ({self.catalogue.items[i].title}): {'played through' if t else 'skipped'}"
             for i, t in recent
         ] or ["- (new session)"]
-        lines += ["Next track (answer with one id):", render_candidates(self.catalogue, self.candidates)]
-        return "\n".join(lines)
+        return "\n".join(lines), [self.catalogue.items[i].text() for i in self.candidates]
+
+    def observation(self) -> str:
+        head, items = self.context()
+        return "\n".join([head, "Next track (answer with one id):", *items])

@@ -21,7 +21,7 @@ from pydantic import Field
 from rewardloop.config import Section
 from rewardloop.envs.personalization.catalogue import TONES, TOPICS, Catalogue, make_catalogue
 from rewardloop.envs.personalization.click_models import click_probs, sample_clicks
-from rewardloop.envs.personalization.common import all_slates, numeric_view, parse_slate, render_candidates
+from rewardloop.envs.personalization.common import all_slates, numeric_view, parse_slate
 from rewardloop.envs.personalization.users import User, make_user
 from rewardloop.rewards.engagement import EngagementWeights, engagement_score
 
@@ -149,13 +149,11 @@ class SearchEnv:
         self._new_query()
         return self.observation(), reward, False, info
 
+    def context(self) -> tuple[str, list[str]]:
+        """(persona + query, the candidate documents' texts)."""
+        head = f"User: {self._user().persona()}\nQuery: {TONES[self.tone]} {TOPICS[self.topic]}"
+        return head, [self.catalogue.items[i].text() for i in self.candidates]
+
     def observation(self) -> str:
-        user, cfg = self._user(), self.cfg
-        return "\n".join(
-            [
-                f"User: {user.persona()}",
-                f"Query: {TONES[self.tone]} {TOPICS[self.topic]}",
-                f"Documents (answer with {cfg.slate_size} ids, most relevant first):",
-                render_candidates(self.catalogue, self.candidates),
-            ]
-        )
+        head, items = self.context()
+        return "\n".join([head, f"Documents (answer with {self.cfg.slate_size} ids, most relevant first):", *items])
