@@ -102,9 +102,8 @@ def simulate(work: Path, model_dir: str, rounds: int = 3, session: int = 330, po
 def _summary(record: dict[str, Any]) -> dict[str, Any]:
     m = record["metrics"]
     keep = ("improvement", "heldout_accuracy", "reward_parent", "reward_candidate", "train_rows")
-    return {"round": record["id"], "status": record["status"], "candidate": record["candidate"]} | {
-        k: m.get(k) for k in keep
-    }
+    head = {"round": record["id"], "status": record["status"], "candidate": record["candidate"]}
+    return head | {k: m.get(k) for k in keep} | {"alarm": "alarm" in m}
 
 
 def table(result: dict[str, Any]) -> str:

@@ -94,6 +94,7 @@ def test_loop_raises_the_users_hidden_reward_and_refuses_poison(tmp_path):
     assert hidden[-1] > hidden[0] + 0.05  # what the users get from the served model improved
     poisoned = result["poisoned"]  # flipped labels train a worse candidate: the trusted gate refuses it
     assert poisoned["status"] == "rejected" and poisoned["improvement"] < 0 and poisoned["serving_unchanged"]
+    assert poisoned["alarm"] == (poisoned["heldout_accuracy"] > 0.5)  # the stream says better, the trusted reward no
     assert result["rollback"]["serving"] != poisoned["serving_after"]["name"]  # the parent serves again
     assert result["unused_feedback"] == 0  # every feedback row was used by exactly one round
 
@@ -167,3 +168,12 @@ def test_a_crash_mid_round_resumes_the_same_round(tmp_path, tiny_llama, tokenize
         assert record["id"] == open_round["id"] and record["feedback_ids"] == first
         assert {f["id"] for f in store.feedback_since(0) if f["round_id"] == record["id"]} == set(first)
         assert LoopState(store).unclaimed(("pairwise",)) == late
+
+
+def test_proxy_gold_alarm():
+    from rewardloop.loop.rounds import proxy_gold_alarm
+
+    assert proxy_gold_alarm({"heldout_accuracy": 0.6, "reward_parent": 0.5, "reward_candidate": 0.3})
+    assert not proxy_gold_alarm({"heldout_accuracy": 0.6, "reward_parent": 0.5, "reward_candidate": 0.7})
+    assert not proxy_gold_alarm({"heldout_accuracy": 0.4, "reward_parent": 0.5, "reward_candidate": 0.3})
+    assert not proxy_gold_alarm({"heldout_accuracy": 0.9})  # no trusted reward: nothing to compare with

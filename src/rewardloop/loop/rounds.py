@@ -11,7 +11,8 @@ One round (``run_round``), top to bottom:
                with the feedback more than the serving model — DPO: log π(chosen) − log π(rejected) rises; KTO: a
                thumbed-up answer gets likelier, a thumbed-down one less likely?) and, with ``gate.reward``, a trusted
                reward of both models' samples on held-out prompts;
-  5. gate    — improvement = mean trusted-reward gain (or held-out accuracy − ½ without one) ≥ ``gate.margin``;
+  5. gate    — improvement = mean trusted-reward gain (or held-out accuracy − ½ without one) ≥ ``gate.margin``; an
+               alarm is recorded when the feedback says better and the trusted reward says worse;
   6. record  — register the candidate (parent, data window, metrics, status), promote or reject it, and mark the
                claimed feedback as used: one transaction (``LoopState.finish_round``). A server started with
                ``serve.follow_registry=true`` swaps to a promoted version between requests.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -46,6 +48,8 @@ from rewardloop.rewards.registry import resolve_reward
 from rewardloop.store import Store
 from rewardloop.store.export import kto_rows, pairs_rows
 from rewardloop.store.rounds import LoopState
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -249,6 +253,14 @@ def improvement(cfg: LoopConfig, metrics: dict[str, float]) -> float:
     return metrics.get("heldout_accuracy", 0.5) - 0.5
 
 
+def proxy_gold_alarm(metrics: dict[str, float]) -> bool:
+    """The feedback stream says better (held-out accuracy > ½) while the trusted reward says worse: the stream is
+    being gamed or poisoned, or the candidate learned to please it at the trusted signal's expense."""
+    return metrics.get("heldout_accuracy", 0.5) > 0.5 and metrics.get("reward_candidate", 0.0) < metrics.get(
+        "reward_parent", 0.0
+    )
+
+
 # -- the round --------------------------------------------------------------------------------------------------
 
 
@@ -267,9 +279,12 @@ def run_round(cfg: LoopConfig, store: Store, last_round_at: float | None = None)
     gain = improvement(cfg, metrics)  # 5
     status = "promoted" if gain > 0 and gain >= cfg.gate.margin else "rejected"
     metrics |= {"improvement": gain, "train_rows": float(len(train)), "skipped": skipped}
+    if alarm := proxy_gold_alarm(metrics):
+        metrics["alarm"] = "feedback says better, trusted reward says worse"
+        log.warning("loop round %s: %s (%s)", rnd["id"], metrics["alarm"], metrics)
     name = f"{Path(rnd['run_dir']).name}"
     record = state.finish_round(rnd["id"], status, {"name": name, "path": str(out["model_dir"])}, metrics)  # 6
-    print(f"loop {name}: {rnd['algo']} on {len(train)} rows, improvement {gain:+.4f} → {status}")
+    print(f"loop {name}: {rnd['algo']} on {len(train)} rows, improvement {gain:+.4f} → {status}" + " ALARM" * alarm)
     return record
 
 
