@@ -232,13 +232,15 @@ class LeanDecoder:
 
     # -- one token -------------------------------------------------------------------------------------------------
     def _rope(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin [B, 1, D] at positions pos [B] (the model's rotary embedding, tabulated)."""
+        """cos, ±sin [B, 1, D] at positions pos [B] (the model's rotary embedding, tabulated; sin negated on the first
+        half, so that rotate_half(x)·sin = swap_halves(x)·±sin, exactly)."""
         need = int(pos.max()) + 1
         if need > len(self.cos):
             size = max(need, 2 * len(self.cos), 256)
             positions = torch.arange(size, device=self.device)[None]
             cos, sin = self.rotary(self.embed[:1], positions)
-            self.cos, self.sin = cos[0], sin[0]
+            first, second = sin[0].chunk(2, -1)
+            self.cos, self.sin = cos[0], torch.cat([-first, second], -1)
         return self.cos[pos][:, None], self.sin[pos][:, None]
 
     def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -257,7 +259,7 @@ class LeanDecoder:
             qkv = F.linear(self._rms(x, ln1), qkv_w, qkv_b)  # [B, (nh + 2 nkv) D]
             qk = qkv[:, : (nh + nkv) * D].view(B, nh + nkv, D)
             half1, half2 = qk.chunk(2, -1)
-            qk = qk * cos + torch.cat([-half2, half1], -1) * sin  # RoPE on queries and keys at once
+            qk = qk * cos + torch.cat([half2, half1], -1) * sin  # RoPE on queries and keys at once
             kb[:B, :, c], vb[:B, :, c] = qk[:, nh:], qkv[:, (nh + nkv) * D :].view(B, nkv, D)
             q = qk[:, :nh].reshape(B, nkv, nh // nkv, D)  # query heads grouped by their key head
             scores = torch.add(bias, q @ kb[:B, :, : c + 1].transpose(-1, -2), alpha=self.scaling)  # [B, nkv, g, c+1]
