@@ -108,7 +108,7 @@ def test_oracle_has_zero_regret_and_random_about_one():
 
 def test_linucb_beats_random_on_the_feed():
     linucb, log = _regret("linucb", 1500)
-    assert linucb < 0.5, linucb  # measured 0.26 over 2000 steps (random: 1.0)
+    assert linucb < 0.5, linucb  # measured 0.23 on steps 500–1500 (random: 1.009)
     assert np.mean([r["reward"] for r in log[500:]]) > 1.2 * np.mean([r["random_reward"] for r in log[500:]])
 
 
