@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -256,10 +257,17 @@ def mixed_precision(cfg: ModelConfig, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.autocast == "bfloat16")
 
 
+# transformers builds a model under process-global switches (meta-device init, patched tensor constructors), so two
+# threads loading at once — a server swapping to a promoted version while the loop loads the same weights — can see
+# each other's state ("Cannot copy out of meta tensor"). Loads in one process take turns.
+_LOADING = threading.RLock()
+
+
 def load_pretrained(cfg: ModelConfig, device: torch.device | None = None):
-    """(model, tokenizer) for ``cfg`` — the usual entry point."""
-    tokenizer = load_tokenizer(cfg)
-    return load_model(cfg, tokenizer, device), tokenizer
+    """(model, tokenizer) for ``cfg`` — the usual entry point (thread-safe: loads in one process take turns)."""
+    with _LOADING:
+        tokenizer = load_tokenizer(cfg)
+        return load_model(cfg, tokenizer, device), tokenizer
 
 
 def apply_lora(model: PreTrainedModel, lora: LoraConfig):

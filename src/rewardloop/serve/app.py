@@ -133,6 +133,7 @@ class Server:
         self.name = cfg.model_name()
         # (engine, model version) swapped as one (serve/follow.py); a request keeps the pair it started with
         self.live = (ContinuousBatcher(model, tokenizer, max_batch=cfg.serve.max_batch), cfg.model.path or self.name)
+        self.path = cfg.model.path  # where the served weights came from (None: a preset, or a model passed in)
         self.created = int(time.time())
 
     @property

@@ -38,7 +38,7 @@ def swap(server, name: str, path: str) -> None:
     engine = ContinuousBatcher(model, server.tokenizer, max_batch=server.cfg.serve.max_batch)
     engine.start()
     old, _ = server.live
-    server.model, server.live = model, (engine, name)
+    server.model, server.path, server.live = model, path, (engine, name)
     threading.Thread(target=retire, args=(old,), name="rewardloop-retire-engine", daemon=True).start()
     log.info("now serving %s (%s)", name, path)
 
@@ -47,6 +47,9 @@ def check_registry(server, state: LoopState) -> bool:
     """Swap if the registry's serving version differs from the server's; True when it swapped."""
     current = state.serving()
     if current is None or current["name"] == server.live[1]:
+        return False
+    if current["path"] == server.path:  # the weights being served, registered under a name: no reload
+        server.live = (server.live[0], current["name"])
         return False
     swap(server, current["name"], current["path"])
     return True
