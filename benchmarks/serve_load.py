@@ -12,7 +12,8 @@ fp32, ``VLLM_ENABLE_V1_MULTIPROCESSING=0``). Requests are greedy and always deco
 (ours with EOS switched off, vLLM with ``ignore_eos``); the token counts are checked equal. For each client count the
 servers are driven one after the other by the same ``openai`` clients from this process: each client sends
 ``--requests`` requests one after another. Prints one JSON document and a markdown table. A server that cannot start
-is reported with its command and the tail of its log instead of numbers.
+is reported with its command and the tail of its log instead of numbers. ``--servers ours-nolog`` adds our server with
+the per-request interaction logging switched off (an experiment, not a configuration: it bounds what logging costs).
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ def run_clients(base_url: str, clients: int, requests: int, max_tokens: int, ext
     }
 
 
-def serve_ours(model_dir: str, port: int, threads: int) -> None:
-    """The ``--serve-ours`` process: rewardloop's app on ``port`` with EOS switched off, logging to SQLite."""
+def serve_ours(model_dir: str, port: int, threads: int, log: bool = True) -> None:
+    """The ``--serve-ours`` process: rewardloop's app on ``port`` with EOS switched off, logging to SQLite (or, with
+    ``log=False``, writing nothing: an experiment that bounds what the per-request logging costs)."""
     import torch
     import uvicorn
 
@@ -101,6 +103,8 @@ def serve_ours(model_dir: str, port: int, threads: int) -> None:
     with tempfile.TemporaryDirectory() as tmp, Store.open(f"sqlite:///{tmp}/bench.db") as store:
         cfg = ServeConfig.model_validate({"serve": {"model_name": MODEL_NAME, "max_batch": 64, "port": port}})
         app = create_app(cfg, model=model, tokenizer=tokenizer, store=store)
+        if not log:
+            app.state.server.log = lambda *args, **kwargs: None
 
         @app.get("/bench/stats")
         def stats() -> dict:  # the engine's step counters, read between client rounds
@@ -157,9 +161,9 @@ def start_servers(names: list[str], model_dir: Path, tmp: Path, threads: int) ->
     for name in names:
         port = free_port()
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        if name == "ours":
+        if name in ("ours", "ours-nolog"):
             cmd = [sys.executable, "-m", "benchmarks.serve_load", "--serve-ours", str(model_dir), "--port", str(port)]
-            cmd += ["--threads", str(threads)]
+            cmd += ["--threads", str(threads)] + (["--no-log"] if name == "ours-nolog" else [])
         elif name == "vllm":
             if not VLLM_PYTHON.exists():
                 failed[name] = f"{VLLM_PYTHON} missing: run bash benchmarks/setup_vllm_env.sh"
@@ -169,7 +173,7 @@ def start_servers(names: list[str], model_dir: Path, tmp: Path, threads: int) ->
             cmd += ["--max-model-len", "512", "--seed", "0"]
             env |= {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
         else:
-            raise SystemExit(f"--servers: unknown server {name!r} (allowed: ours, vllm)")
+            raise SystemExit(f"--servers: unknown server {name!r} (allowed: ours, ours-nolog, vllm)")
         server = Server(name, cmd, env, tmp / f"{name}.log", port)
         try:
             server.wait_ready(timeout=900)
@@ -190,12 +194,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch / OpenMP threads of each server")
     ap.add_argument("--serve-ours", metavar="MODEL_DIR", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--no-log", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_ours:
-        serve_ours(args.serve_ours, args.port, args.threads)
+        serve_ours(args.serve_ours, args.port, args.threads, log=not args.no_log)
         return
     names = args.servers.split(",")
-    extra = {"ours": {}, "vllm": {"ignore_eos": True}}
+    extra = {"ours": {}, "ours-nolog": {}, "vllm": {"ignore_eos": True}}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_model_dir(args.preset, Path(tmp) / "models")
