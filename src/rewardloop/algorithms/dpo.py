@@ -8,8 +8,9 @@ completion tokens):
     ipo (Azar et al. 2023, eq. 17):                L = (h − 1/(2β))²
 
 The implicit rewards β·(log π_θ − log π_ref) of chosen and rejected give the logged reward accuracy and margin.
-π_ref is the starting model; its log-probs are computed once before training (the reference model is then freed).
-Data: a preference file (``pairs:``, TRL columns prompt/chosen/rejected) or, for the ``reviews`` task, pairs from
+π_ref is the starting model; its log-probs are computed once before training (the reference model is then freed;
+``algorithms/preference.py``, shared with KTO). Data: a preference dataset (``task.name: dataset`` + ``task.path``,
+TRL columns prompt/chosen/rejected) or, for the ``reviews`` task, pairs from
 the simulated annotator (two samples of the starting policy per prompt, or template reviews vs degraded copies).
 Evaluation on ``reviews``: the gold annotator's win rate of the policy's samples over the starting model's.
 See docs/algorithms/dpo.md.
