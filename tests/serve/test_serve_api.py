@@ -224,7 +224,7 @@ def test_a_consumer_that_stops_early_cancels_its_rows(tiny_llama, tokenizer):
 
 
 class FailingStore:
-    def log_interaction(self, **fields):
+    def log_interactions(self, items):
         raise OSError("disk full")
 
 

@@ -27,6 +27,7 @@ from rewardloop.serve.auth import Auth
 from rewardloop.serve.config import ServeConfig
 from rewardloop.serve.engine import ContinuousBatcher, Delta, SamplingParams
 from rewardloop.serve.protocol import ChatRequest, CompletionRequest, FeedbackBatch, FeedbackRequest, Sampling
+from rewardloop.serve.writer import GroupCommitWriter
 from rewardloop.store.annotation import AnnotationQueue
 from rewardloop.store.export import EXPORTERS
 from rewardloop.store.keys import ApiKeys
@@ -128,6 +129,7 @@ class Server:
 
     def __init__(self, cfg: ServeConfig, model, tokenizer, store):
         self.cfg, self.model, self.tokenizer, self.store = cfg, model, tokenizer, store
+        self.writer = GroupCommitWriter(store)
         self.auth = Auth(ApiKeys(store), enabled=cfg.serve.auth)
         self.queue = AnnotationQueue(store, overlap=cfg.serve.annotate_overlap)
         self.name = cfg.model_name()
@@ -172,35 +174,32 @@ class Server:
         rid = f"{prefix}-{uuid.uuid4().hex}"
         return rid, [rid if len(choices) == 1 else f"{rid}-{c.index}" for c in choices]
 
-    def log(self, kind: str, ids: list[str], choices: list[Choice], req: Sampling, messages, session, version: str):
-        """Every finished choice → store.log_interaction (blocking; call from a worker thread)."""
+    def log_rows(self, kind: str, ids: list[str], choices: list[Choice], req: Sampling, messages, session, version):
+        """The interaction row of every finished choice (the writer commits them; ``store.log_interactions``)."""
+        rows = []
         for rid, c in zip(ids, choices, strict=True):
             p = c.params
-            self.store.log_interaction(
-                id=rid,
-                model_version=version,
-                kind=kind,
-                prompt=c.prompt,
-                messages=messages,
-                completion=c.text,
-                sampling={
-                    "temperature": p.temperature,
-                    "top_p": p.top_p,
-                    "top_k": p.top_k,
-                    "max_tokens": p.max_tokens,
-                    "stop": p.stop,
-                    "seed": p.seed,
-                    "n": c.n,
-                    "finish_reason": c.finish_reason,
-                },
-                token_logprobs=[d.logprob for d in c.deltas],
-                latency_ms=c.seconds * 1000.0,
-                user_id=req.user,
-                session_id=session,
-                candidate_index=c.candidate,
-                n_candidates=c.n,
-                propensity=1.0 / c.n,
+            sampling = {"temperature": p.temperature, "top_p": p.top_p, "top_k": p.top_k, "max_tokens": p.max_tokens}
+            sampling |= {"stop": p.stop, "seed": p.seed, "n": c.n, "finish_reason": c.finish_reason}
+            rows.append(
+                {
+                    "id": rid,
+                    "model_version": version,
+                    "kind": kind,
+                    "prompt": c.prompt,
+                    "messages": messages,
+                    "completion": c.text,
+                    "sampling": sampling,
+                    "token_logprobs": [d.logprob for d in c.deltas],
+                    "latency_ms": c.seconds * 1000.0,
+                    "user_id": req.user,
+                    "session_id": session,
+                    "candidate_index": c.candidate,
+                    "n_candidates": c.n,
+                    "propensity": 1.0 / c.n,
+                }
             )
+        return rows
 
     def token_text(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])
@@ -262,8 +261,8 @@ async def generate_response(server: Server, request: Request, req: Sampling, cha
         if failed:
             raise RuntimeError(failed[0])
         try:
-            kind = "chat" if chat else "completion"
-            await run_in_threadpool(server.log, kind, ids, choices, req, messages, session, version)
+            rows = server.log_rows("chat" if chat else "completion", ids, choices, req, messages, session, version)
+            await asyncio.wrap_future(server.writer.submit(rows))
         except Exception as e:  # not the client's fault: 500, and no response id that the store does not hold
             raise RuntimeError(f"could not log the interaction: {type(e).__name__}: {e}") from e
 
@@ -352,7 +351,8 @@ def add_routes(app: FastAPI, server: Server) -> None:
     @app.get("/health")
     def health():
         engine = server.engine
-        return {"status": "ok", "model": server.name, "running": len(engine.rows), "engine": dict(engine.stats)}
+        stats = {"engine": dict(engine.stats), "log_commits": server.writer.commits}
+        return {"status": "ok", "model": server.name, "version": server.live[1], "running": len(engine.rows), **stats}
 
     @app.get("/v1/models", dependencies=[auth.needs("client")])
     def models():
@@ -408,6 +408,7 @@ def create_app(cfg: ServeConfig | None = None, model=None, tokenizer=None, store
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         server.engine.start()
+        server.writer.start()
         follower = None
         if cfg.serve.follow_registry:
             from rewardloop.serve.follow import check_registry, follow
@@ -421,6 +422,7 @@ def create_app(cfg: ServeConfig | None = None, model=None, tokenizer=None, store
             if follower is not None:
                 follower.cancel()
             server.engine.stop()
+            server.writer.stop()
             if own_store:
                 store.close()
 

@@ -232,6 +232,23 @@ class Store:
                 raise StoreError(f"id: response id {row['id']!r} is already stored") from e
         return row["id"]
 
+    def log_interactions(self, items: list[Mapping[str, Any]]) -> list[str]:
+        """Store many served responses in one transaction (one durable commit: the server's group commit); all or
+        nothing — an invalid item raises StoreError naming its index and field. Returns the ids in order."""
+        rows = []
+        for i, fields in enumerate(items):
+            try:
+                rows.append(interaction_row(fields))
+            except StoreError as e:
+                raise StoreError(f"items[{i}].{e}") from None
+        with self._session() as s:
+            s.add_all(Interaction(**row) for row in rows)
+            try:
+                s.commit()
+            except IntegrityError as e:
+                raise StoreError(f"id: one of {[r['id'] for r in rows]} is already stored") from e
+        return [row["id"] for row in rows]
+
     def get_interaction(self, response_id: str) -> dict[str, Any] | None:
         with self._session() as s:
             obj = s.get(Interaction, response_id)
