@@ -11,8 +11,9 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from rewardloop.config import GenerationConfig
 from rewardloop.ops import position_ids_from_mask
-from rewardloop.rollout import encode_prompts
+from rewardloop.rollout import encode_prompts, generate
 from rewardloop.rollout.engine import LeanDecoder
 from rewardloop.serve.batching import CacheRows, fill_holes
 from rewardloop.serve.engine import ContinuousBatcher, SamplingParams, Sequence
@@ -141,3 +142,22 @@ def test_incremental_text_equals_decoding_every_token_again(tiny_llama, tokenize
             assert text == tokenizer.decode(seq.token_ids, skip_special_tokens=True)
             held += seq.decoded < len(seq.token_ids)
     assert held  # some step did end inside a character
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_rollout_generate_is_the_same_on_the_lean_and_the_cache_path(tiny_llama, tokenizer, monkeypatch, temperature):
+    """rollout.generate (every RL trainer's sampler) through LeanDecoder and through the model's own cache: the same
+    tokens, masks and log-probs, with rows leaving the batch early at a stop string."""
+    gen = GenerationConfig(max_new_tokens=16, temperature=temperature, stop=["e"])
+
+    def run():
+        return generate(tiny_llama, tokenizer, PROMPTS, gen, generator=torch.Generator().manual_seed(5))
+
+    lean = run()
+    monkeypatch.setattr(LeanDecoder, "supports", classmethod(lambda cls, model: False))
+    ref = run()
+    lengths = lean.response_mask.sum(1)
+    assert lengths.min() < lengths.max()  # some rows stopped early: the batch was compacted
+    assert torch.equal(lean.response_ids, ref.response_ids) and torch.equal(lean.response_mask, ref.response_mask)
+    assert torch.allclose(lean.logprobs, ref.logprobs, atol=1e-4)
+    assert lean.responses == ref.responses
