@@ -92,16 +92,50 @@ class Choice:
         return self.deltas[:-1] if last and last[0].token_id in eos else self.deltas
 
 
+class Handover:
+    """Engine thread → event loop: the deltas of every request are gathered and handed over in one wake-up of the
+    loop, not one ``call_soon_threadsafe`` per token per request (32 streams decoding together: one wake-up per step
+    instead of 32)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop, self._lock, self._pending, self._scheduled = loop, threading.Lock(), [], False
+
+    def put(self, queue: asyncio.Queue, item: Any) -> None:
+        with self._lock:
+            self._pending.append((queue, item))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        with contextlib.suppress(RuntimeError):  # the event loop closed (shutdown): nobody is listening
+            self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            items, self._pending, self._scheduled = self._pending, [], False
+        for queue, item in items:
+            queue.put_nowait(item)
+
+
+_HANDOVERS: dict[int, Handover] = {}
+
+
+def handover() -> Handover:
+    """The running event loop's Handover."""
+    loop = asyncio.get_running_loop()
+    if (h := _HANDOVERS.get(id(loop))) is None or h.loop is not loop:
+        h = _HANDOVERS[id(loop)] = Handover(loop)
+    return h
+
+
 async def run_choices(engine: ContinuousBatcher, choices: list[Choice]) -> AsyncIterator[tuple[Choice, Delta]]:
     """Submit every choice and yield (choice, delta) as the engine thread produces them; rows of a consumer that
     stops early (a client that went away) are cancelled."""
-    loop, queue = asyncio.get_running_loop(), asyncio.Queue()
+    hand, queue = handover(), asyncio.Queue()
     started = time.perf_counter()
 
     def sink_for(choice: Choice):
         def sink(delta: Delta) -> None:
-            with contextlib.suppress(RuntimeError):  # the event loop closed (shutdown): nobody is listening
-                loop.call_soon_threadsafe(queue.put_nowait, (choice, delta))
+            hand.put(queue, (choice, delta))
 
         return sink
 
