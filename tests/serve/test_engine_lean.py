@@ -47,57 +47,72 @@ def test_supports_float32_llama_and_qwen2_outside_autocast(tiny_llama, tiny_mode
     assert not LeanDecoder.supports(tiny_model("llama-1m").to(torch.bfloat16))
 
 
+class BothPaths:
+    """The same rows on ``LeanDecoder`` and on the model's own forward and DynamicCache (``CacheRows``): every step
+    checks equal greedy tokens and logits within 1e-4, then feeds both the same tokens."""
+
+    def __init__(self, model, tokenizer, columns: int):
+        self.model, self.tokenizer = model, tokenizer
+        self.lean = LeanDecoder(model, rows=2, columns=columns)
+        self.ref = self.logits_lean = self.logits_ref = None
+
+    def add(self, prompts: list[str]) -> None:
+        cache, attn, pos, logits = prefill(self.model, self.tokenizer, prompts)
+        self.lean.add_rows(cache, attn, pos)
+        cache, attn, pos, logits = prefill(self.model, self.tokenizer, prompts)
+        if self.ref is None:
+            self.ref, self.logits_lean, self.logits_ref = CacheRows(self.model, cache, attn, pos), logits, logits
+        else:
+            self.ref.add_rows(cache, attn, pos)
+            self.logits_lean = torch.cat([self.logits_lean, logits])
+            self.logits_ref = torch.cat([self.logits_ref, logits])
+
+    def step(self, times: int = 1) -> None:
+        for _ in range(times):
+            lean, ref = self.logits_lean, self.logits_ref
+            assert torch.equal(lean.argmax(-1), ref.argmax(-1))
+            assert torch.allclose(lean, ref, atol=1e-4), (lean - ref).abs().max()
+            tokens = ref.argmax(-1)
+            self.logits_lean, self.logits_ref = self.lean.step(tokens), self.ref.step(tokens)
+
+    def drop(self, rows: list[int]) -> None:
+        order = fill_holes(len(self.logits_ref), rows)
+        self.lean.keep_rows(order)
+        self.ref.keep_rows(order)
+        self.logits_lean, self.logits_ref = self.logits_lean[order], self.logits_ref[order]
+
+
 @pytest.mark.parametrize("preset", ["llama-1m", "qwen2-1m"])
 @torch.inference_mode()
 def test_lean_steps_equal_the_models_own_cache_as_rows_join_and_leave(preset, tiny_model, tokenizer):
-    model = tiny_model(preset, seed=3)
-    # columns=4 forces the buffers to grow; the reference is the model's forward with its DynamicCache
-    lean, ref = None, None
-    logits_lean = logits_ref = None
-
-    def add(prompts):
-        nonlocal lean, ref, logits_lean, logits_ref
-        for side in ("lean", "ref"):
-            cache, attn, pos, logits = prefill(model, tokenizer, prompts)
-            if side == "lean":
-                lean = lean or LeanDecoder(model, rows=2, columns=4)
-                lean.add_rows(cache, attn, pos)
-                logits_lean = logits if logits_lean is None else torch.cat([logits_lean, logits])
-            elif ref is None:
-                ref, logits_ref = CacheRows(model, cache, attn, pos), logits
-            else:
-                ref.add_rows(cache, attn, pos)
-                logits_ref = torch.cat([logits_ref, logits])
-
-    def step(times=1):
-        nonlocal logits_lean, logits_ref
-        for _ in range(times):
-            assert torch.equal(logits_lean.argmax(-1), logits_ref.argmax(-1))
-            assert torch.allclose(logits_lean, logits_ref, atol=1e-4), (logits_lean - logits_ref).abs().max()
-            tokens = logits_ref.argmax(-1)
-            logits_lean, logits_ref = lean.step(tokens), ref.step(tokens)
-
-    def drop(rows):
-        nonlocal logits_lean, logits_ref
-        order = fill_holes(len(logits_ref), rows)
-        lean.keep_rows(order)
-        ref.keep_rows(order)
-        logits_lean, logits_ref = logits_lean[order], logits_ref[order]
-
-    add(PROMPTS[:3])  # 3 rows > the 2 allocated
-    step(3)
-    add([PROMPTS[4]])  # a prompt longer than the columns written so far: the running rows shift right
-    step(2)
-    drop([0, 2])
-    step(2)
-    add([PROMPTS[3], PROMPTS[5]])  # short prompts join right-aligned at the write column
-    step(3)
+    both = BothPaths(tiny_model(preset, seed=3), tokenizer, columns=4)  # 4 columns and 2 rows: the buffers must grow
+    lean = both.lean
+    both.add(PROMPTS[:3])
+    both.step(3)
+    both.add([PROMPTS[4]])  # a prompt longer than the columns written so far: the running rows shift right
+    both.step(2)
+    both.drop([0, 2])
+    both.step(2)
+    both.add([PROMPTS[3], PROMPTS[5]])  # short prompts join right-aligned at the write column
+    both.step(3)
     columns = lean.k[0].shape[2]
-    drop([0, 1])  # the two oldest rows leave: the leading columns nobody uses are dropped
+    both.drop([0, 1])  # the two oldest rows leave: the leading columns nobody uses are dropped
     assert lean.k[0].shape[2] == columns and lean.c < columns and min(lean.start) == 0
-    step(columns - lean.c + 1)  # and the buffers grow again
+    both.step(columns - lean.c + 1)  # and the buffers grow again
     assert lean.k[0].shape[2] > columns
-    step(1)
+    both.step(1)
+
+
+@torch.inference_mode()
+def test_lean_step_attends_past_leading_columns_no_row_uses(tiny_llama, tokenizer):
+    both = BothPaths(tiny_llama, tokenizer, columns=256)  # room enough that nothing is trimmed
+    both.add([PROMPTS[4]])
+    both.step(3)
+    both.add(PROMPTS[:2])  # short prompts: their first columns are far right of column 0
+    both.step(2)
+    both.drop([0])  # the long row leaves; the columns before the short rows stay allocated but unused
+    assert min(both.lean.start) > 0 and both.lean.k[0].shape[2] == 256
+    both.step(6)
 
 
 def staggered(model, tokenizer, lean: bool, params) -> dict[int, list[int]]:

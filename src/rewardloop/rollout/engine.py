@@ -134,7 +134,7 @@ class LeanDecoder:
 
     The running rows share a write column ``c``: row b's keys sit right-aligned in columns [start_b, c) (left padding,
     bias −inf, as after the prefill); a step writes every row's new key and value at column c and attends over
-    columns [0, c]. Positions are per row (``pos``), so a row sees the same positions alone or in any batch, and each
+    columns [min_b start_b, c]. Positions are per row (``pos``), so a row sees the same positions alone or in any batch, and each
     row's arithmetic is the model's own: greedy tokens equal eager decoding's (tests/serve/test_engine_lean.py,
     benchmarks/decode_speed.py). The weights are read when the decoder is built: build a new one after an update.
     """
@@ -253,7 +253,8 @@ class LeanDecoder:
         if c + 1 > self.k[0].shape[2]:
             self._allocate(self.k[0].shape[0], 2 * (c + 1), 0)
         cos, sin = self._rope(self.pos[:B])  # [B, 1, D]
-        bias = self.bias[:B, None, None, : c + 1]  # [B, 1, 1, c+1]
+        lo = min(self.start)  # columns before every row's first real one are skipped
+        bias = self.bias[:B, None, None, lo : c + 1]  # [B, 1, 1, W], W = c + 1 - lo
         x = F.embedding(tokens, self.embed)  # [B, hidden]
         for (ln1, qkv_w, qkv_b, o_proj, ln2, gu_w, gu_b, down), kb, vb in zip(self.layers, self.k, self.v, strict=True):
             qkv = F.linear(self._rms(x, ln1), qkv_w, qkv_b)  # [B, (nh + 2 nkv) D]
@@ -262,8 +263,8 @@ class LeanDecoder:
             qk = qk * cos + torch.cat([half2, half1], -1) * sin  # RoPE on queries and keys at once
             kb[:B, :, c], vb[:B, :, c] = qk[:, nh:], qkv[:, (nh + nkv) * D :].view(B, nkv, D)
             q = qk[:, :nh].reshape(B, nkv, nh // nkv, D)  # query heads grouped by their key head
-            scores = torch.add(bias, q @ kb[:B, :, : c + 1].transpose(-1, -2), alpha=self.scaling)  # [B, nkv, g, c+1]
-            att = scores.softmax(-1) @ vb[:B, :, : c + 1]  # [B, nkv, g, D]
+            scores = torch.add(bias, q @ kb[:B, :, lo : c + 1].transpose(-1, -2), alpha=self.scaling)  # [B, nkv, g, W]
+            att = scores.softmax(-1) @ vb[:B, :, lo : c + 1]  # [B, nkv, g, D]
             x = x + o_proj(att.reshape(B, nh * D))
             gate, up = F.linear(self._rms(x, ln2), gu_w, gu_b).chunk(2, -1)
             x = x + down(F.silu(gate) * up)
