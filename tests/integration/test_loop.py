@@ -99,6 +99,19 @@ def test_loop_raises_the_users_hidden_reward_and_refuses_poison(tmp_path):
     assert result["unused_feedback"] == 0  # every feedback row was used by exactly one round
 
 
+def digits(prompts, completions, **_):
+    """A stand-in trusted reward: the share of digits in the answer."""
+    return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]
+
+
+def test_gate_reward_forms():
+    from rewardloop.loop import GateConfig
+
+    assert GateConfig(reward="reviews_gold").reward.fn == "reviews_gold"
+    assert GateConfig(reward={"model": "runs/rm/final"}).reward.model == "runs/rm/final"
+    assert GateConfig(reward=digits).reward.build()(prompts=["1+1="], completions=["2"]) == [1.0]
+
+
 @pytest.mark.parametrize("algo", ["dpo", "kto"])
 def test_one_round_trains_a_candidate_and_records_it(tmp_path, tiny_llama, tokenizer, algo):
     """A whole round on a tiny model: claimed feedback → candidate → held-out accuracy → decision, all recorded."""
@@ -123,11 +136,13 @@ def test_one_round_trains_a_candidate_and_records_it(tmp_path, tiny_llama, token
                 "min_events": 20,
                 "heldout_fraction": 0.3,
                 "trainer": {"steps": 4, "batch_size": 8, "optim.lr": 1e-3, "eval_every": 4, "eval_size": 4},
+                "gate": {"reward": digits, "n_prompts": 8, "gen": {"max_new_tokens": 4}},
                 "root": str(tmp_path / "rounds"),
             }
         )
         record = run_round(cfg, store)
         m = record["metrics"]
+        assert m["improvement"] == pytest.approx(m["reward_candidate"] - m["reward_parent"])  # the trusted gate
         assert record["status"] in ("promoted", "rejected") and record["candidate"] == "round-1"
         assert m["heldout_rows"] > 0 and m["train_rows"] > 0 and 0.0 <= m["heldout_accuracy"] <= 1.0
         assert record["status"] == ("promoted" if m["improvement"] > 0 else "rejected")

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from rewardloop.algorithms import dpo, kto
 from rewardloop.algorithms.preference import sample_texts, sequence_logps
@@ -44,7 +44,7 @@ from rewardloop.config import ConfigError, GenerationConfig, ModelConfig, Sectio
 from rewardloop.data.tokenize import tokenize_row
 from rewardloop.envs.tasks import TaskConfig
 from rewardloop.models import load_pretrained
-from rewardloop.rewards.registry import resolve_reward
+from rewardloop.rewards.composite import RewardSpec
 from rewardloop.store import Store
 from rewardloop.store.export import kto_rows, pairs_rows
 from rewardloop.store.rounds import LoopState
@@ -107,14 +107,21 @@ class GateConfig(Section):
     """When a candidate replaces the serving version."""
 
     margin: float = Field(0.0, description="promote only if the improvement is at least this (and above 0)")
-    reward: str | None = Field(
-        None, description="a trusted reward (built-in name or module:function) of samples on held-out prompts"
+    reward: RewardSpec | None = Field(
+        None,
+        description="a trusted reward of samples on held-out prompts: a function name / module:function, or "
+        "{model: DIR} (a reward model trained on vetted labels), as in a trainer's `rewards:`",
     )
     n_prompts: int = Field(64, ge=1, description="samples per model for the trusted reward (held-out prompts, cycled)")
     gen: GenerationConfig = Field(
         GenerationConfig(max_new_tokens=40, temperature=1.0, stop=["\n"]), description="sampling for the reward gate"
     )
     seed: int = 1234
+
+    @field_validator("reward", mode="before")
+    @classmethod
+    def _name_is_a_function(cls, v: Any) -> Any:
+        return {"fn": v} if isinstance(v, str) or callable(v) else v
 
 
 class LoopConfig(Section):
@@ -233,7 +240,7 @@ def evaluate(cfg: LoopConfig, parent_path: str, candidate_path: str, heldout: li
         )
         metrics["heldout_accuracy"] = (gain > 0).float().mean().item()
     if cfg.gate.reward:
-        reward = resolve_reward(cfg.gate.reward)
+        reward = cfg.gate.reward.build(cfg.model.device)
         distinct = sorted({r["prompt"] for r in heldout if isinstance(r["prompt"], str)})
         prompts = [distinct[i % len(distinct)] for i in range(cfg.gate.n_prompts)]  # repeats sample anew
         scores = {}
