@@ -20,81 +20,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 
 from rewardloop.algorithms.bandits import (
-    BASELINES,
     Choice,
     LinUCB,
-    OraclePolicy,
-    joint_features,
-    make_policy,
     run_bandit,
 )
-from rewardloop.envs.personalization import FeedConfig, FeedEnv
 from rewardloop.envs.personalization.common import all_slates
-from rewardloop.eval.metrics import (
-    catalogue_coverage,
-    ctr,
-    gini,
-    group_disparity,
-    intra_list_diversity,
-    mean_watch_time,
-    normalised_regret,
-    provider_exposure,
-    session_lengths,
-)
-
-POLICIES = (*BASELINES, "oracle")
+from rewardloop.eval.metrics import ctr
+from rewardloop.personalize import PersonalizeConfig, compare, plot, table
 
 
-# -- 1. the feed --------------------------------------------------------------------------------------------------
-def feed_run(name: str, steps: int, seed: int) -> dict:
-    """One policy on one seed: its metrics and the cumulative normalised-regret curve."""
-    env = FeedEnv(FeedConfig())
-    env.reset(seed=seed)
-    dim = joint_features(*env.numeric()).shape[1]
-    policy = OraclePolicy(env) if name == "oracle" else make_policy(name, dim)
-    start = time.perf_counter()
-    log = run_bandit(env, policy, steps, seed=seed)
-    seconds = time.perf_counter() - start
-    value, oracle, rand = (np.array([r[k] for r in log]) for k in ("expected_reward", "oracle_reward", "random_reward"))
-    third = steps // 3
-    curve = np.cumsum(oracle - value) / np.maximum(np.cumsum(oracle - rand), 1e-12)
-    groups = group_disparity(value.tolist(), [r["group"] for r in log])
-    return {
-        "regret": normalised_regret(value.sum(), oracle.sum(), rand.sum()),
-        "regret_last_third": normalised_regret(value[-third:].sum(), oracle[-third:].sum(), rand[-third:].sum()),
-        "mean_reward": float(np.mean([r["reward"] for r in log])),
-        "ctr": ctr([r["clicked"] for r in log]),
-        "watch_s": mean_watch_time([r["events"] for r in log]),
-        "session_steps": float(np.mean(session_lengths([r["done"] for r in log]) or [steps])),
-        "diversity": float(np.mean([intra_list_diversity(r["features"][r["slate"]]) for r in log])),
-        "coverage": catalogue_coverage([r["items"] for r in log], len(env.catalogue)),
-        "exposure_gini": gini(provider_exposure([r["items"] for r in log], env.catalogue.providers, env.catalogue.n_providers, env.examination)),
-        "group_gap": groups["gap"],
-        "seconds": seconds,
-        "curve": curve[:: max(1, steps // 200)].tolist(),
-    }  # fmt: skip
-
-
+# -- 1. the feed: rewardloop.personalize (the `rewardloop personalize` command) ---------------------------------
 def feed_benchmark(steps: int, seeds: int) -> dict:
-    runs = {name: [feed_run(name, steps, seed) for seed in range(seeds)] for name in POLICIES}
-    summary = {}
-    for name, per_seed in runs.items():
-        keys = [k for k in per_seed[0] if k != "curve"]
-        summary[name] = {
-            k: (float(np.mean([r[k] for r in per_seed])), float(np.std([r[k] for r in per_seed]))) for k in keys
-        }
-    return {
-        "steps": steps,
-        "seeds": seeds,
-        "summary": summary,
-        "curves": {n: [r["curve"] for r in v] for n, v in runs.items()},
-    }
+    return compare(PersonalizeConfig(env="feed", steps=steps, seeds=seeds))
 
 
 # -- 2. the Vowpal Wabbit "Tom and Anna" gate -----------------------------------------------------------------------
@@ -210,16 +152,7 @@ def vw_benchmark(iterations: int, seeds: int) -> dict:
 
 # -- report ---------------------------------------------------------------------------------------------------------
 def markdown(feed: dict, vw: dict | None) -> str:
-    s = feed["summary"]
-    cols = ("regret", "regret_last_third", "mean_reward", "ctr", "watch_s", "session_steps", "coverage", "exposure_gini", "group_gap")  # fmt: skip
-    lines = [
-        f"Feed, {feed['steps']} steps × {feed['seeds']} seeds (mean ± sd over seeds)",
-        "",
-        "| policy | " + " | ".join(cols) + " |",
-        "|---|" + "---:|" * len(cols),
-    ]
-    for name in POLICIES:
-        lines.append(f"| {name} | " + " | ".join(f"{s[name][c][0]:.3f} ± {s[name][c][1]:.3f}" for c in cols) + " |")
+    lines = table(feed).splitlines()
     if vw:
         lines += ["", f"Tom and Anna, {vw['iterations']} iterations × {vw['seeds']} seeds (gate ±{GATE_TOLERANCE}: {'passed' if vw['gate_passed'] else 'FAILED'})", ""]  # fmt: skip
         lines += [
@@ -242,18 +175,7 @@ def plots(feed: dict, vw: dict | None, out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    fig, ax = plt.subplots(figsize=(7, 4))
-    every = max(1, feed["steps"] // 200)
-    for name, curves in feed["curves"].items():
-        mean = np.mean(curves, axis=0)
-        ax.plot(np.arange(len(mean)) * every, mean, label=name)
-    ax.set(xlabel="step", ylabel="cumulative normalised regret", title="Feed: bandit baselines (mean over seeds)")
-    ax.axhline(1.0, color="grey", lw=0.5)
-    ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / "personalization_regret.png", dpi=110)
-    written.append(str(out / "personalization_regret.png"))
+    written = [str(plot(feed, out / "personalization_regret.png"))]
     if vw:
         fig, ax = plt.subplots(figsize=(7, 4))
         every = max(1, vw["iterations"] // 200)

@@ -51,6 +51,12 @@ COMMANDS: dict[str, Command] = {
         actions=("run", "round", "rollback", "status"),
         flags=(("--store", "store.url"),),
     ),
+    "personalize": Command(
+        "rewardloop.personalize",
+        "PersonalizeConfig",
+        "run",
+        help="compare slate policies (bandit baselines, oracle) on feed / playlist / search: regret table and plot",
+    ),
     "keys": Command(
         "rewardloop.store.keys",
         "KeysConfig",

@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # benchmarks/ is a top-level package beside src/, not installed
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.personalization import POLICIES, main  # noqa: E402
+from benchmarks.personalization import main  # noqa: E402
+
+from rewardloop.personalize import POLICIES  # noqa: E402
 
 
 def test_benchmark_smoke(tmp_path, capsys):
