@@ -75,6 +75,10 @@ def test_exports_load_with_the_trainers_reader(store, tmp_path, chat):
     ]
     assert len(load_rows(tmp_path / "kto.jsonl", kind="sft")) == 2  # prompt/completion rows the readers accept
 
+    export(store, "ratings", tmp_path / "ratings.jsonl")
+    ratings = load_rows(tmp_path / "ratings.jsonl", kind="rating")  # the reward model's `feedback=ratings` reader
+    assert [(r["completion"].strip().split()[-1], r["score"]) for r in ratings] == [("blue", 4.0), ("mud", 5.0)]
+
     export(store, "sft", tmp_path / "sft.jsonl")
     sft = load_rows(tmp_path / "sft.jsonl", kind="sft")
     assert [r["completion"].strip().split()[-1] for r in sft] == ["red", "blue"]  # not mud (thumbs-down)

@@ -33,7 +33,7 @@ from rewardloop.store.export import EXPORTERS
 from rewardloop.store.keys import ApiKeys
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-TRLFormat = Literal["pairs", "kto", "sft", "engagement"]
+TRLFormat = Literal["pairs", "kto", "ratings", "sft", "engagement"]
 
 
 def error_body(message: str, param: str | None = None, kind: str = "invalid_request_error", **extra) -> dict:

@@ -5,6 +5,7 @@ trainers (``rewardloop.data.load_rows``; ``task.name=dataset task.path=FILE``).
 |--------------|----------------------------------------|---------------------------------------------------------------|
 | `pairs`      | pairwise feedback (ties, both-bad out) | prompt, chosen, rejected (+ chosen_id, rejected_id)           |
 | `kto`        | thumbs                                 | prompt, completion, label (+ response_id)                     |
+| `ratings`    | 1–5 ratings                            | prompt, completion, score (+ response_id, user_id)            |
 | `sft`        | thumbs-up or rating ≥ 4, no negative   | prompt, completion (+ response_id)                            |
 | `engagement` | engagement events                      | response_id, prompt, completion, event, value, propensity, user_id |
 
@@ -31,7 +32,7 @@ from rewardloop.data import save_jsonl
 from rewardloop.store.interchange import export_tasks, import_tasks
 from rewardloop.store.store import Store
 
-Format = Literal["pairs", "kto", "sft", "engagement", "labelstudio", "argilla"]
+Format = Literal["pairs", "kto", "ratings", "sft", "engagement", "labelstudio", "argilla"]
 TASK_FORMATS = ("labelstudio", "argilla")
 Row = dict[str, Any]
 
@@ -53,7 +54,8 @@ class FeedbackConfig(Section):
     action: Literal["export", "import"] = Field("export", description="export | import (import: labelstudio, argilla)")
     store: StoreConfig = StoreConfig()
     format: Format = Field(
-        "pairs", description="pairs | kto | sft | engagement | labelstudio | argilla (docs/guides/feedback.md)"
+        "pairs",
+        description="pairs | kto | ratings | sft | engagement | labelstudio | argilla (docs/guides/feedback.md)",
     )
     out: str | None = Field(None, description="export: output file (.jsonl / .parquet; tasks: .json, argilla .jsonl)")
     input: str | None = Field(None, description="import: the Label Studio / Argilla file to read (--in)")
@@ -90,6 +92,17 @@ def kto_rows(store: Store, skipped: Counter, ids: list[int] | None = None) -> It
         yield {"prompt": _prompt(it), "completion": _completion(it), "label": fb["value"] > 0, "response_id": it["id"]}
 
 
+def ratings_rows(store: Store, skipped: Counter, ids: list[int] | None = None) -> Iterator[Row]:
+    for fb, it, _ in store.iter_feedback(("rating",), ids):
+        yield {
+            "prompt": _prompt(it),
+            "completion": _completion(it),
+            "score": fb["value"],
+            "response_id": it["id"],
+            "user_id": fb["user_id"],
+        }
+
+
 def sft_rows(store: Store, skipped: Counter, ids: list[int] | None = None) -> Iterator[Row]:
     """Responses with a thumbs-up or a rating ≥ 4 and no thumbs-down or rating ≤ 2, once each, in id order."""
     good: dict[str, Row] = {}
@@ -124,6 +137,7 @@ def engagement_rows(store: Store, skipped: Counter, ids: list[int] | None = None
 EXPORTERS: dict[str, Callable[..., Iterator[Row]]] = {  # (store, skipped, ids=None) → rows
     "pairs": pairs_rows,
     "kto": kto_rows,
+    "ratings": ratings_rows,
     "sft": sft_rows,
     "engagement": engagement_rows,
 }
