@@ -192,3 +192,40 @@ def test_proxy_gold_alarm():
     assert not proxy_gold_alarm({"heldout_accuracy": 0.6, "reward_parent": 0.5, "reward_candidate": 0.7})
     assert not proxy_gold_alarm({"heldout_accuracy": 0.4, "reward_parent": 0.5, "reward_candidate": 0.3})
     assert not proxy_gold_alarm({"heldout_accuracy": 0.9})  # no trusted reward: nothing to compare with
+
+
+@pytest.mark.parametrize("algo", ["ratings", "engagement"])
+def test_reward_model_then_grpo_round(tmp_path, tiny_llama, tokenizer, algo):
+    """Ratings / engagement: the round trains a reward model on the feedback, then GRPO against it; recorded as the
+    other rounds are."""
+    model_dir = tmp_path / "v0"
+    tiny_llama.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    with Store.open(f"sqlite:///{tmp_path / 's.db'}") as store:
+        for i in range(24):
+            for good, text in ((True, f" {i + 1}"), (False, f" {i + 7}x")):
+                rid = store.log_interaction(
+                    model_version="v0", prompt=f"{i}+1=", completion=text, propensity=0.5 if good else 0.25
+                )
+                if algo == "ratings":
+                    fb = {"kind": "rating", "value": 5 if good else 1}
+                else:
+                    fb = {"kind": "engagement", "event": "like" if good else "skip", "value": 1}
+                store.add_feedback(response_id=rid, idempotency_key=f"{algo}-{i}-{good}", **fb)
+        cfg = LoopConfig.model_validate(
+            {
+                "algo": algo,
+                "model": {"path": str(model_dir), "max_length": 32},
+                "min_events": 40,
+                "heldout_fraction": 0.25,
+                "reward_trainer": {"steps": 3, "batch_size": 8, "eval_every": 3},
+                "trainer": {"steps": 2, "prompts_per_step": 4, "group_size": 2, "eval_every": 2, "eval_size": 4},
+                "root": str(tmp_path / "rounds"),
+            }
+        )
+        record = run_round(cfg, store)
+        assert record["status"] in ("promoted", "rejected") and record["metrics"]["train_rows"] > 0
+        assert (tmp_path / "rounds" / "round-1" / "reward").is_dir() and (
+            tmp_path / "rounds" / "round-1" / "policy"
+        ).is_dir()
+        assert all(f["round_id"] == record["id"] for f in store.feedback_since(0))

@@ -38,15 +38,16 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, field_validator
 
-from rewardloop.algorithms import dpo, kto
+from rewardloop.algorithms import dpo, grpo, kto, reward_model
 from rewardloop.algorithms.preference import sample_texts, sequence_logps
 from rewardloop.config import ConfigError, GenerationConfig, ModelConfig, Section, load_config
 from rewardloop.data.tokenize import tokenize_row
 from rewardloop.envs.tasks import TaskConfig
 from rewardloop.models import load_pretrained
 from rewardloop.rewards.composite import RewardSpec
+from rewardloop.rewards.engagement import engagement_score
 from rewardloop.store import Store
-from rewardloop.store.export import kto_rows, pairs_rows
+from rewardloop.store.export import engagement_rows, kto_rows, pairs_rows, ratings_rows
 from rewardloop.store.rounds import LoopState
 
 log = logging.getLogger(__name__)
@@ -61,15 +62,26 @@ def pair_margins(model, tokenizer, rows: list[dict], max_length: int) -> torch.T
     return torch.cat([c - r for c, r in chunks])
 
 
+def row_target(row: dict) -> float:
+    """The feedback a pointwise row carries as one number: thumbs ±1, a rating, an engagement event's weight."""
+    if "label" in row:
+        return 1.0 if row["label"] else -1.0
+    if "score" in row:
+        return float(row["score"])
+    return engagement_score({row["event"]: row["value"]})
+
+
 @torch.no_grad()
 def signed_logps(model, tokenizer, rows: list[dict], max_length: int) -> torch.Tensor:
-    """KTO rows: ± log π(completion) [N], + for a thumbs-up — higher agrees with the feedback."""
+    """Pointwise rows (thumbs, ratings, engagement): ± log π(completion) [N], + when the row's feedback is above the
+    rows' mean — higher agrees with the feedback."""
     seqs = [tokenize_row(tokenizer, r, max_length, truncate=True) for r in rows]
     device = next(model.parameters()).device
     logps = torch.cat(
         [sequence_logps(model, seqs[i : i + 32], tokenizer.pad_token_id, device) for i in range(0, len(seqs), 32)]
     )
-    return torch.tensor([1.0 if r["label"] else -1.0 for r in rows]) * logps
+    t = torch.tensor([row_target(r) for r in rows])  # [N]
+    return torch.sign(t - t.mean()) * logps
 
 
 @dataclass(frozen=True)
@@ -80,9 +92,47 @@ class Algo:
     rows: Callable  # store.export row builder (store, skipped, ids=) → TRL rows
     ids: tuple[str, ...]  # the row's response-id fields (the held-out hash)
     texts: tuple[str, ...]  # the row's completion fields (an empty one is skipped)
-    config: type
-    train: Callable
+    train: Callable  # (cfg, round, parent path, train rows, held-out rows, resume) → {"model_dir", ...}
     agreement: Callable  # (model, tokenizer, rows, max_length) → [N], higher = agrees more with the feedback
+
+
+def trainer_config(config_cls: type, overrides: dict[str, Any], run_dir: Path, model: ModelConfig, task: TaskConfig):
+    """``config_cls`` with the loop's ``overrides``, writing to ``run_dir``, on ``model`` and ``task``."""
+    args = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+    args += [f"run.root={run_dir.parent}", f"run.name={run_dir.name}", "run.progress=false", "task.name=reviews"]
+    return load_config(config_cls, None, args).model_copy(update={"model": model, "task": task})
+
+
+def offline(config_cls: type, train_fn: Callable) -> Callable:
+    """DPO / KTO: the candidate trained directly on the round's rows."""
+
+    def train(cfg, rnd, parent_path: str, rows: list, heldout: list, resume: bool) -> dict:
+        run_dir = Path(rnd["run_dir"])
+        task = TaskConfig(name="dataset", dataset=rows, test_dataset=heldout or rows[:1])
+        tcfg = trainer_config(config_cls, cfg.trainer, run_dir, model_config(cfg, parent_path), task)
+        return train_fn(tcfg, resume=resume and run_dir.exists())
+
+    return train
+
+
+def reward_then_policy(feedback: str) -> Callable:
+    """Ratings / engagement: a reward model on the round's rows (``reward_trainer``; engagement weighted by inverse
+    propensity), then GRPO from the serving version against it on the rows' prompts (``trainer``)."""
+
+    def train(cfg, rnd, parent_path: str, rows: list, heldout: list, resume: bool) -> dict:
+        run_dir, model = Path(rnd["run_dir"]), model_config(cfg, parent_path)
+        task = TaskConfig(name="dataset", dataset=rows, test_dataset=heldout or rows[:1])
+        rm_cfg = trainer_config(reward_model.RewardModelConfig, cfg.reward_trainer, run_dir / "reward", model, task)
+        rm_cfg = rm_cfg.model_copy(update={"feedback": feedback})
+        rm = reward_model.train(rm_cfg, resume=resume and (run_dir / "reward").exists())
+        prompts = [{"prompt": p} for p in dict.fromkeys(r["prompt"] for r in rows if isinstance(r["prompt"], str))]
+        test = [{"prompt": p} for p in dict.fromkeys(r["prompt"] for r in heldout if isinstance(r["prompt"], str))]
+        task = TaskConfig(name="dataset", dataset=prompts, test_dataset=test or prompts[:1])
+        pg_cfg = trainer_config(grpo.GRPOConfig, cfg.trainer, run_dir / "policy", model, task)
+        pg_cfg = pg_cfg.model_copy(update={"rewards": [RewardSpec(model=str(rm["model_dir"]))]})
+        return {**grpo.train(pg_cfg, resume=resume and (run_dir / "policy").exists()), "reward_model": rm["model_dir"]}
+
+    return train
 
 
 ALGOS = {
@@ -91,11 +141,23 @@ ALGOS = {
         pairs_rows,
         ("chosen_id", "rejected_id"),
         ("chosen", "rejected"),
-        dpo.DPOConfig,
-        dpo.train,
+        offline(dpo.DPOConfig, dpo.train),
         pair_margins,
     ),
-    "kto": Algo(("thumbs",), kto_rows, ("response_id",), ("completion",), kto.KTOConfig, kto.train, signed_logps),
+    "kto": Algo(
+        ("thumbs",), kto_rows, ("response_id",), ("completion",), offline(kto.KTOConfig, kto.train), signed_logps
+    ),
+    "ratings": Algo(
+        ("rating",), ratings_rows, ("response_id",), ("completion",), reward_then_policy("ratings"), signed_logps
+    ),
+    "engagement": Algo(
+        ("engagement",),
+        engagement_rows,
+        ("response_id",),
+        ("completion",),
+        reward_then_policy("engagement"),
+        signed_logps,
+    ),
 }
 
 
@@ -133,9 +195,16 @@ class LoopConfig(Section):
     model: ModelConfig = Field(
         default_factory=ModelConfig, description="the first serving version, when the store's registry has none"
     )
-    algo: Literal["dpo", "kto"] = Field("dpo", description="dpo: pairwise choices; kto: thumbs up / down")
+    algo: Literal["dpo", "kto", "ratings", "engagement"] = Field(
+        "dpo",
+        description="dpo: pairwise choices; kto: thumbs up / down; ratings / engagement: a reward model on them, "
+        "then GRPO against it",
+    )
     trainer: dict[str, Any] = Field(
-        default_factory=dict, description="overrides for the trainer's config, e.g. {steps: 100, optim.lr: 1e-4}"
+        default_factory=dict, description="overrides for the learner's config (DPO / KTO / GRPO), e.g. {steps: 100}"
+    )
+    reward_trainer: dict[str, Any] = Field(
+        default_factory=dict, description="ratings / engagement: overrides for the reward model's config"
     )
     min_events: int = Field(64, ge=1, description="a round starts when this many new events arrived ...")
     every_minutes: float | None = Field(None, gt=0, description="... or this long after the last round (≥ 1 event)")
@@ -213,13 +282,7 @@ def round_data(store: Store, rnd: dict[str, Any], cfg: LoopConfig) -> tuple[list
 
 
 def train_candidate(cfg: LoopConfig, rnd: dict, parent_path: str, train: list, heldout: list, resume: bool) -> dict:
-    algo, run_dir = ALGOS[rnd["algo"]], Path(rnd["run_dir"])
-    overrides = [f"{k}={json.dumps(v)}" for k, v in cfg.trainer.items()]
-    overrides += [f"run.root={run_dir.parent}", f"run.name={run_dir.name}", "run.progress=false", "task.name=reviews"]
-    tcfg = load_config(algo.config, None, overrides)
-    task = TaskConfig(name="dataset", dataset=train, test_dataset=heldout or train[:1])
-    tcfg = tcfg.model_copy(update={"model": model_config(cfg, parent_path), "task": task})
-    return algo.train(tcfg, resume=resume and run_dir.exists())
+    return ALGOS[rnd["algo"]].train(cfg, rnd, parent_path, train, heldout, resume)
 
 
 # -- 4. evaluate ------------------------------------------------------------------------------------------------
