@@ -3,14 +3,14 @@
 One round (``run_round``), top to bottom:
   1. claim   — the feedback no round has used (``LoopState.unclaimed``); a round left open by a crash is resumed with
                the rows it had claimed, and its trainer resumes from its last checkpoint;
-  2. data    — the claimed feedback as TRL rows (``store.export``: pairs for DPO, prompt/completion/label for KTO),
+  2. data    — the claimed feedback as TRL rows (``store.export``: pairs, thumbs, ratings or engagement events),
                split into train / held-out by a hash of the response ids (stable across resumes);
-  3. train   — DPO (pairwise choices) or KTO (thumbs) from the serving version on the train rows (``trainer``
-               overrides the learner's config);
+  3. train   — from the serving version: DPO on pairs, KTO on thumbs; for ratings / engagement a reward model on the
+               rows, then GRPO against it (``trainer`` / ``reward_trainer`` override the learners' configs);
   4. evaluate — candidate vs serving version: held-out accuracy (on rows it never saw, does the candidate agree
-               with the feedback more than the serving model — DPO: log π(chosen) − log π(rejected) rises; KTO: a
-               thumbed-up answer gets likelier, a thumbed-down one less likely?) and, with ``gate.reward``, a trusted
-               reward of both models' samples on held-out prompts;
+               with the feedback more than the serving model — DPO: log π(chosen) − log π(rejected) rises; pointwise
+               feedback: an answer rated above the rows' mean gets likelier, one below less likely?) and, with
+               ``gate.reward``, a trusted reward of both models' samples on held-out prompts;
   5. gate    — improvement = mean trusted-reward gain (or held-out accuracy − ½ without one) ≥ ``gate.margin``; an
                alarm is recorded when the feedback says better and the trusted reward says worse;
   6. record  — register the candidate (parent, data window, metrics, status), promote or reject it, and mark the
