@@ -288,7 +288,7 @@ def train_candidate(cfg: LoopConfig, rnd: dict, parent_path: str, train: list, h
 # -- 4. evaluate ------------------------------------------------------------------------------------------------
 
 
-def evaluate(cfg: LoopConfig, parent_path: str, candidate_path: str, heldout: list[dict]) -> dict[str, float]:
+def evaluate(cfg: LoopConfig, algo: str, parent_path: str, candidate_path: str, heldout: list) -> dict[str, float]:
     """Held-out accuracy: the share of held-out rows the candidate agrees with more than the serving model does
     (DPO: a larger log-ratio of chosen over rejected; KTO: a thumbed-up answer likelier, a thumbed-down one less
     likely); with ``gate.reward``, the trusted reward of both models' samples on held-out prompts."""
@@ -297,7 +297,7 @@ def evaluate(cfg: LoopConfig, parent_path: str, candidate_path: str, heldout: li
     parent.eval(), candidate.eval()
     metrics: dict[str, float] = {"heldout_rows": float(len(heldout))}
     if heldout:
-        agree = ALGOS[cfg.algo].agreement
+        agree = ALGOS[algo].agreement  # the round's learner (a resumed round keeps the one it started with)
         gain = agree(candidate, tokenizer, heldout, cfg.model.max_length) - agree(
             parent, tokenizer, heldout, cfg.model.max_length
         )
@@ -345,7 +345,7 @@ def run_round(cfg: LoopConfig, store: Store, last_round_at: float | None = None)
     parent_path = next(m["path"] for m in store.models() if m["name"] == rnd["parent"])
     train, heldout, skipped = round_data(store, rnd, cfg)  # 2
     out = train_candidate(cfg, rnd, parent_path, train, heldout, resume=open_before)  # 3
-    metrics = evaluate(cfg, parent_path, str(out["model_dir"]), heldout)  # 4
+    metrics = evaluate(cfg, rnd["algo"], parent_path, str(out["model_dir"]), heldout)  # 4
     gain = improvement(cfg, metrics)  # 5
     status = "promoted" if gain > 0 and gain >= cfg.gate.margin else "rejected"
     metrics |= {"improvement": gain, "train_rows": float(len(train)), "skipped": skipped}
