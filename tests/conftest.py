@@ -101,3 +101,16 @@ def live_server_class():
     from rewardloop.serve.app import BackgroundServer
 
     return BackgroundServer
+
+
+@pytest.fixture(scope="session")
+def sft_reviews(tmp_path_factory) -> str:
+    """An SFT model on the reviews task (300 steps; slow tests of DPO, KTO and the loop start from it)."""
+    from rewardloop.algorithms.sft import SFTConfig
+    from rewardloop.algorithms.sft import train as sft_train
+    from rewardloop.config import load_config
+
+    root = tmp_path_factory.mktemp("sft-reviews")
+    overrides = ["task.name=reviews", "steps=300", "eval_every=300", "eval_size=20", "model.max_length=96"]
+    overrides += ["gen.max_new_tokens=40", f"run.root={root}", "run.name=s", "run.progress=false"]
+    return str(sft_train(load_config(SFTConfig, None, overrides))["model_dir"])

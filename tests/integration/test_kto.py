@@ -132,17 +132,6 @@ def test_config_needs_thumbs():
 # -- slow: reviews, gold win rate ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sft_reviews(tmp_path_factory) -> Path:
-    from rewardloop.algorithms.sft import SFTConfig
-    from rewardloop.algorithms.sft import train as sft_train
-
-    root = tmp_path_factory.mktemp("sft")
-    overrides = ["task.name=reviews", "steps=300", "eval_every=300", "eval_size=20", "model.max_length=96"]
-    overrides += ["gen.max_new_tokens=40", f"run.root={root}", "run.name=s", "run.progress=false"]
-    return sft_train(load_config(SFTConfig, None, overrides))["model_dir"]
-
-
 @pytest.mark.slow
 def test_kto_raises_gold_win_rate_over_sft(tmp_path, sft_reviews):
     cfg = load_config(

@@ -82,11 +82,11 @@ def test_round_waits_for_enough_feedback_and_needs_a_model_path(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_loop_raises_the_users_hidden_reward_and_refuses_poison(tmp_path):
+def test_loop_raises_the_users_hidden_reward_and_refuses_poison(tmp_path, sft_reviews):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/ sits beside src/, not installed
-    from benchmarks.loop_demo import sft_reviews, simulate, table
+    from benchmarks.loop_demo import simulate, table
 
-    result = simulate(tmp_path, sft_reviews(tmp_path / "sft"), rounds=3)
+    result = simulate(tmp_path, sft_reviews, rounds=3)  # the SFT model is benchmarks.loop_demo.sft_reviews's recipe
     print(table(result))
     hidden = [result["hidden_reward_start"]] + [r["hidden_reward"] for r in result["rounds"]]
     assert [r["status"] for r in result["rounds"]].count("promoted") >= 2
