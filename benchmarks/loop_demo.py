@@ -57,7 +57,7 @@ def simulate(work: Path, model_dir: str, rounds: int = 3, session: int = 330, po
     from rewardloop.loop import LoopConfig, run_round
     from rewardloop.loop.users import UserPopulation
     from rewardloop.serve import ServeConfig, create_app
-    from rewardloop.serve.app import BackgroundServer
+    from rewardloop.serve.background import BackgroundServer
     from rewardloop.store import Store
     from rewardloop.store.rounds import LoopState
 

@@ -98,19 +98,19 @@ def sft_arithmetic_careless(tmp_path_factory):
 @pytest.fixture(scope="session")
 def live_server_class():
     """``rewardloop.serve.BackgroundServer``: a real uvicorn server for an app on 127.0.0.1 (a free port, a thread)."""
-    from rewardloop.serve.app import BackgroundServer
+    from rewardloop.serve.background import BackgroundServer
 
     return BackgroundServer
 
 
 @pytest.fixture(scope="session")
 def sft_reviews(tmp_path_factory) -> str:
-    """An SFT model on the reviews task (300 steps; slow tests of DPO, KTO and the loop start from it)."""
-    from rewardloop.algorithms.sft import SFTConfig
-    from rewardloop.algorithms.sft import train as sft_train
-    from rewardloop.config import load_config
+    """An SFT model on the reviews task (benchmarks.loop_demo's 300-step recipe; the DPO, KTO and loop slow tests
+    start from it)."""
+    import sys
+    from pathlib import Path
 
-    root = tmp_path_factory.mktemp("sft-reviews")
-    overrides = ["task.name=reviews", "steps=300", "eval_every=300", "eval_size=20", "model.max_length=96"]
-    overrides += ["gen.max_new_tokens=40", f"run.root={root}", "run.name=s", "run.progress=false"]
-    return str(sft_train(load_config(SFTConfig, None, overrides))["model_dir"])
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ sits beside src/, not installed
+    from benchmarks.loop_demo import sft_reviews as train_sft
+
+    return train_sft(tmp_path_factory.mktemp("sft-reviews"))
