@@ -1,8 +1,9 @@
 """Built-in tasks and user datasets behind one config section, ``task:``.
 
 A task is train/test rows (``prompt``, ``completion`` for SFT, plus columns such as ``answer``), the reward function
-that scores completions, and an evaluation metric name. Built-ins: ``arithmetic``, ``reviews``, ``code``; or
-``name: dataset`` with ``path`` (JSONL / Parquet / ``hf:``) and ``reward`` (built-in name or plug-in path).
+that scores completions, and an evaluation metric name. Built-ins: ``arithmetic``, ``reviews``, ``code``,
+``strings``; or ``name: dataset`` with ``path`` (JSONL / Parquet / ``hf:``) and ``reward`` (built-in name or plug-in
+path).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rewardloop.rewards.registry import RewardFn, resolve_reward
 
 
 class TaskConfig(Section):
-    name: Literal["arithmetic", "reviews", "code", "dataset"] = "arithmetic"
+    name: Literal["arithmetic", "reviews", "code", "strings", "dataset"] = "arithmetic"
     seed: int = 0
     n_train: int = Field(4000, ge=1)
     n_test: int = Field(200, ge=1)
@@ -31,6 +32,12 @@ class TaskConfig(Section):
         description="arithmetic: fraction of training demonstrations written as '85.' (careless format)",
     )
     demos_per_problem: int = Field(1, ge=1, description="arithmetic: demonstrations per training problem")
+    string_ops: list[str] = Field(
+        default_factory=lambda: ["reverse"], description="strings: operations from reverse, sort, rotate, swap"
+    )
+    string_length: tuple[int, int] = Field((3, 6), description="strings: min/max items per sequence")
+    string_items: Literal["letters", "words"] = Field("letters", description="strings: letters or short words")
+    alphabet: str = Field("abcdefghij", description="strings: the letters items are drawn from")
     path: str | None = Field(None, description="dataset: train file (JSONL/JSON/Parquet) or hf:NAME[:SPLIT]")
     dataset: Any = Field(
         None, exclude=True, description="dataset (Python API): a datasets.Dataset or a list of dicts, instead of path"
@@ -117,6 +124,15 @@ def load_task(cfg: TaskConfig, kind: str = "prompt", tokenizer=None, max_length:
 
         train, test = make_reviews_splits(cfg.seed, cfg.n_train, cfg.n_test)
         rows_train, rows_test, reward = _from_examples(train), _from_examples(test), reviews_reward
+    elif cfg.name == "strings":
+        from rewardloop.envs.strings import make_strings_splits
+        from rewardloop.rewards.builtin import exact_match
+
+        train, test = make_strings_splits(
+            cfg.seed, cfg.n_train, cfg.n_test, tuple(cfg.string_ops), tuple(cfg.string_length), cfg.string_items,
+            cfg.alphabet,
+        )  # fmt: skip
+        rows_train, rows_test, reward = _from_examples(train), _from_examples(test), exact_match
     elif cfg.name == "code":
         from rewardloop.envs.code import make_code_splits
         from rewardloop.rewards.code_tests import code_tests_reward

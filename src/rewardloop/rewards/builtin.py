@@ -46,6 +46,37 @@ def exact_match(prompts: list[Any], completions: list[str], *, answer: list[Any]
     return exact_answer(prompts, completions, answer=answer)
 
 
+def edit_distance(a: list[str], b: list[str]) -> int:
+    """Levenshtein distance between two sequences (insertions, deletions, substitutions each cost 1)."""
+    prev = list(range(len(b) + 1))  # prev[j] = distance(a[:i-1], b[:j])
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+@on_text
+def edit_similarity(
+    prompts: list[Any], completions: list[str], *, answer: list[Any], unit: str = "word", **_: Any
+) -> list[float]:
+    """Partial credit 1 − d(c, a) / max(|c|, |a|) in [0, 1], d the edit distance between the completion and the
+    ``answer`` as sequences of whitespace-separated items (``unit="word"``) or characters (``unit="char"``); 1.0
+    exactly when they match (whitespace-normalised), so ``accuracy`` (reward ≥ 1) stays exact match."""
+    if unit not in ("word", "char"):
+        raise ValueError(f"edit_similarity: unit must be 'word' or 'char', got {unit!r}")
+
+    def items(s: Any) -> list[str]:
+        return str(s).split() if unit == "word" else list(" ".join(str(s).split()))
+
+    out = []
+    for c, a in zip(completions, answer, strict=True):
+        x, y = items(c), items(a)
+        out.append(1.0 - edit_distance(x, y) / max(len(x), len(y), 1))
+    return out
+
+
 @on_text
 def numeric_match(
     prompts: list[Any], completions: list[str], *, answer: list[Any], tol: float = 1e-6, **_: Any

@@ -26,6 +26,7 @@ BUILTIN_REWARDS: dict[str, str | RewardFn] = {
     "exact_answer": "rewardloop.rewards.builtin:exact_answer",
     "numeric_match": "rewardloop.rewards.builtin:numeric_match",
     "numeric_closeness": "rewardloop.rewards.builtin:numeric_closeness",
+    "edit_similarity": "rewardloop.rewards.builtin:edit_similarity",
     "regex_format": "rewardloop.rewards.builtin:regex_format",
     "length_penalty": "rewardloop.rewards.builtin:length_penalty",
     "repetition_penalty": "rewardloop.rewards.builtin:repetition_penalty",
