@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -108,6 +108,25 @@ class RunConfig(Section):
         description="experiment trackers that also receive every logged row (docs/guides/tracking.md); each needs "
         "its extra: pip install 'rewardloop[tensorboard]'",
     )
+    sampling_seeds: Literal["row", "batch"] = Field(
+        "row",
+        description="row: each sample's randomness is seeded from (seed, group id, sample index), so how a batch is "
+        "split (Ray workers, chunks) does not change what is sampled; batch: one generator for the whole batch",
+    )
+    backend: Literal["local", "ray"] = Field(
+        "local",
+        description="where collect runs: in this process, or in Ray rollout workers (docs/guides/distributed.md)",
+    )
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join ('auto', 'ray://host:10001'); unset = start a local Ray, no dashboard"
+    )
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray started when ray_address is unset")
+    rollout_workers: int = Field(2, ge=1, description="Ray rollout workers (actors), each with a copy of the policy")
+    cpus_per_worker: float = Field(1.0, gt=0.0, description="CPUs Ray reserves for each rollout worker")
+    gpus_per_worker: float = Field(0.0, ge=0.0, description="GPUs per rollout worker (> 0: the worker samples on CUDA)")
+    max_worker_restarts: int = Field(
+        3, ge=0, description="a dead rollout worker is restarted this many times; its share of the step is re-collected"
+    )
 
     @field_validator("report_to", mode="before")
     @classmethod
@@ -116,6 +135,12 @@ class RunConfig(Section):
         if isinstance(v, str):
             return [] if v == "none" else [w.strip() for w in v.split(",") if w.strip()]
         return v
+
+    @model_validator(mode="after")
+    def _ray_needs_row_seeds(self) -> RunConfig:
+        if self.backend == "ray" and self.sampling_seeds != "row":
+            raise ValueError("run.backend='ray' needs run.sampling_seeds='row' (the batch is split over workers)")
+        return self
 
 
 T = TypeVar("T", bound=BaseModel)

@@ -6,6 +6,7 @@ Deliberately not a Trainer base class: each algorithm's ``train`` calls these an
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import math
 import random
@@ -152,6 +153,33 @@ def experience_sources(cfg: RLConfig, task: Task, device) -> tuple[RewardSet, Re
     if task.reward_fn is not None:
         evaluation = RewardSet({"task": task.reward_fn}, {"task": 1.0}, cfg.on_reward_error, cfg.reward_timeout)
     return train, evaluation, env_factory
+
+
+# distributed/ sits above algorithms (Ray Tune runs trainers), so the Ray backend is found by name at run time, as a
+# plug-in reward is: algorithms never imports ray or rewardloop.distributed.
+RAY_COLLECTOR = "rewardloop.distributed.collector:RayCollector"
+
+
+def collector(
+    cfg: RLConfig, model, tokenizer, rewards: RewardSet, env_factory: EnvFactory | None
+) -> Callable[..., Rollout]:
+    """The run's collect function, with ``rollout.collect_step``'s signature: that function itself for
+    ``run.backend: local``; for ``ray``, a ``RayCollector`` that runs it in ``run.rollout_workers`` Ray actors holding
+    copies of ``model``, ``tokenizer``, ``rewards`` and ``env_factory`` (docs/guides/distributed.md)."""
+    if cfg.run.backend == "local":
+        return collect_step
+    module, _, name = RAY_COLLECTOR.partition(":")
+    try:
+        make = getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(f"run.backend='ray' needs ray ({e}): pip install 'rewardloop[ray]'") from e
+    return make(cfg.run, cfg.model, model, tokenizer, rewards, env_factory)
+
+
+def release(collect: Callable[..., Rollout]) -> None:
+    """End a collector's workers at the end of a run (nothing to do for the local ``collect_step``)."""
+    if close := getattr(collect, "close", None):
+        close()
 
 
 def _eval_summary(ro: Rollout) -> dict[str, Any]:

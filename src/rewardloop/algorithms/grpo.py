@@ -29,6 +29,7 @@ from rewardloop.algorithms.common import (
     RLConfig,
     batches,
     clip_and_step,
+    collector,
     evaluator,
     experience_sources,
     finish_policy_run,
@@ -36,6 +37,7 @@ from rewardloop.algorithms.common import (
     make_optimizer,
     policy_from,
     progress,
+    release,
     seed_everything,
     show,
 )
@@ -218,12 +220,13 @@ def pg_loss(
 
 def collect_groups(
     model, tokenizer, next_prompts: Callable[[], list[dict]], rewards: RewardSet, env_factory, cfg: GRPOConfig,
-    generator, groups_drawn: list[int],
+    generator, groups_drawn: list[int], collect: Callable[..., Rollout] | None = None,
 ) -> tuple[Rollout | None, dict[str, float]]:  # fmt: skip
     """Step 1. Sample G responses for N prompts (or G episodes from N environment seeds) and score them; with
     dynamic sampling, drop groups whose rewards have zero variance and sample more (at most ``max_sampling_tries``
     rounds) until N groups are kept. ``groups_drawn`` [1] counts groups drawn so far (the next group id).
-    ``reward/sampled_mean`` is over every sample drawn; the kept batch's own statistics come from rollout_metrics."""
+    ``reward/sampled_mean`` is over every sample drawn; the kept batch's own statistics come from rollout_metrics.
+    ``collect``: the run's collect function (``common.collector``: local or Ray workers; default ``collect_step``)."""
     G, N = cfg.group_size, cfg.prompts_per_step
     kept: list[Rollout] = []
     n_kept, n_groups, n_zero, tries = 0, 0, 0, 0
@@ -231,10 +234,10 @@ def collect_groups(
     while n_kept < N and tries < (cfg.max_sampling_tries if cfg.dynamic_sampling else 1):
         tries += 1
         rows = next_prompts() if env_factory is None else None
-        ro = collect_step(
+        ro = (collect or collect_step)(
             model, tokenizer, cfg.gen, rewards, rows=rows, env_factory=env_factory, n_groups=N,
             samples_per_prompt=G, group_start=groups_drawn[0], seed=cfg.run.seed, max_turns=cfg.max_turns,
-            max_length=cfg.model.max_length, generator=generator,
+            max_length=cfg.model.max_length, generator=generator, row_seeded=cfg.run.sampling_seeds == "row",
         )  # fmt: skip
         groups_drawn[0] += N
         if cfg.overlong_coef > 0:
@@ -379,6 +382,7 @@ def train(cfg: GRPOConfig, resume: bool = False, *, model=None, tokenizer=None) 
         return [task.train[i] for i in next(order)]
 
     evaluate = evaluator(cfg, model, tokenizer, task, eval_rewards, env_factory)
+    collect = collector(cfg, model, tokenizer, rewards, env_factory)  # local, or Ray rollout workers
     if step == 0:
         history["initial"] = run.log(0, evaluate() | {"params": count_parameters(model)})
     bar = progress(cfg.steps, step, cfg.estimator, cfg.run.progress)
@@ -389,7 +393,9 @@ def train(cfg: GRPOConfig, resume: bool = False, *, model=None, tokenizer=None) 
         # 1. Collect: N prompts × G samples, scored (dynamic sampling refills zero-variance groups).
         t0 = time.perf_counter()
         with amp:
-            ro, row = collect_groups(model, tokenizer, next_prompts, rewards, env_factory, cfg, generator, groups_drawn)
+            ro, row = collect_groups(
+                model, tokenizer, next_prompts, rewards, env_factory, cfg, generator, groups_drawn, collect
+            )
         t1 = time.perf_counter()
         row |= {"time/collect": t1 - t0}
         if ro is not None:
@@ -427,6 +433,7 @@ def train(cfg: GRPOConfig, resume: bool = False, *, model=None, tokenizer=None) 
             }
             run.save_checkpoint(step, {"policy": (model, tokenizer)}, {"policy": opt}, state, {"sample": generator})
     bar.close()
+    release(collect)  # ends the Ray workers, if any
     return finish_policy_run(run, model, tokenizer, cfg.model.lora, history, "eval/accuracy")
 
 

@@ -32,12 +32,14 @@ from rewardloop import diagnostics
 from rewardloop.algorithms.common import (
     RLConfig,
     clip_and_step,
+    collector,
     evaluator,
     experience_sources,
     guard_numerics,
     make_optimizer,
     policy_from,
     progress,
+    release,
     seed_everything,
 )
 from rewardloop.algorithms.common import show as show_bar
@@ -60,7 +62,6 @@ from rewardloop.ops import (
     masked_whiten,
 )
 from rewardloop.rollout import batched_logprobs, encode_prompts, sequence_logprobs
-from rewardloop.rollout.collect import collect_step
 from rewardloop.runs import RunDir
 from rewardloop.types import PPOBatch, Rollout, pad_left
 
@@ -401,6 +402,7 @@ def train(cfg: PPOConfig, resume: bool = False, *, model=None, tokenizer=None) -
         version, internal, gauss = state["data_rng"]  # JSON turned random.getstate()'s tuples into lists
         data_rng.setstate((version, tuple(internal), gauss))
     evaluate = evaluator(cfg, policy, tok, task, eval_rewards, env_factory)
+    collect = collector(cfg, policy, tok, rewards, env_factory)  # local collect_step, or Ray rollout workers
     if step == 0:
         history["initial"] = run.log(0, evaluate())
     recent: list[dict] = [r for r in run.metrics() if "reward/mean" in r][-2 * diagnostics.DRIFT_WINDOW :]
@@ -411,10 +413,10 @@ def train(cfg: PPOConfig, resume: bool = False, *, model=None, tokenizer=None) -
         with amp:  # forward passes in bf16 when model.autocast is set (update() applies it to its own)
             # 1. Collect: one response per prompt (or one episode per environment), scored by the reward section.
             rows = [task.train[data_rng.randrange(len(task.train))] for _ in range(cfg.batch_size)]
-            ro = collect_step(
+            ro = collect(
                 policy, tok, cfg.gen, rewards, rows=rows, env_factory=env_factory, n_groups=cfg.batch_size,
                 group_start=step * cfg.batch_size, seed=cfg.run.seed, max_turns=cfg.max_turns,
-                max_length=cfg.model.max_length, generator=generator,
+                max_length=cfg.model.max_length, generator=generator, row_seeded=cfg.run.sampling_seeds == "row",
             )  # fmt: skip
             t1 = time.perf_counter()
             # 2. Estimate: score shaping, old log-probs / values / reference log-probs, KL-shaped rewards, GAE.
@@ -453,6 +455,7 @@ def train(cfg: PPOConfig, resume: bool = False, *, model=None, tokenizer=None) -
             models = {"policy": (policy, tok), "value": (critic, tok)}
             run.save_checkpoint(step, models, {k: o for k, (o, _) in opts.items()}, state, {"sample": generator})
     bar.close()
+    release(collect)  # ends the Ray workers, if any
     final = next((r for r in reversed(run.metrics()) if "eval/reward" in r), {})
     model_dir = run.save_final("policy", policy, tok, lora_save=cfg.model.lora.save if cfg.model.lora else "merged")
     value_dir = run.save_final("value", critic, tok)

@@ -15,7 +15,7 @@ import torch
 from rewardloop.config import GenerationConfig
 from rewardloop.envs.base import Environment
 from rewardloop.rewards.composite import RewardSet
-from rewardloop.rollout.engine import generate
+from rewardloop.rollout.engine import derive_seed, generate
 from rewardloop.rollout.env_collect import collect_env
 from rewardloop.types import Rollout
 
@@ -72,19 +72,30 @@ def collect(
     group_start: int = 0,
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
+    row_seed: int | None = None,
 ) -> Rollout:
     """Sample ``samples_per_prompt`` responses per row and score them. Row g's samples get group id
-    ``group_start + g``; ``rows`` holds each sample's source row."""
+    ``group_start + g``; ``rows`` holds each sample's source row.
+
+    ``row_seed`` (per-row sampling): sample j of group id g draws its randomness from ``derive_seed(row_seed, g, j)``
+    alone, so splitting the rows over several calls or workers (with their group ids) samples the same responses;
+    None: one ``generator`` for the batch."""
     was_training = model.training
     model.eval()
     G = samples_per_prompt
     expanded = [row for row in rows for _ in range(G)]
     prompts = [r["prompt"] for r in expanded]
+    seeds = None
+    if row_seed is not None:
+        seeds = [derive_seed(row_seed, group_start + g, j) for g in range(len(rows)) for j in range(G)]
     chunk = batch_size or len(prompts)
     parts = [
-        generate(model, tokenizer, prompts[i : i + chunk], gen, generator=generator)
+        generate(
+            model, tokenizer, prompts[i : i + chunk], gen, generator=generator,
+            row_seeds=None if seeds is None else seeds[i : i + chunk],
+        )
         for i in range(0, len(prompts), chunk)
-    ]
+    ]  # fmt: skip
     model.train(was_training)
     ro = Rollout.concat(parts, tokenizer.pad_token_id)
     device = ro.prompt_ids.device
@@ -108,22 +119,28 @@ def collect_step(
     max_turns: int = 1,
     max_length: int | None = None,
     generator: torch.Generator | None = None,
+    row_seeded: bool = False,
 ) -> Rollout:
     """One batch of experience from prompt ``rows`` or, with ``env_factory``, from ``n_groups`` environments × G
-    episodes (the G episodes of a group start from the same seed, so they compare actions from one state)."""
+    episodes (the G episodes of a group start from the same seed, so they compare actions from one state).
+
+    ``row_seeded``: each sample's sampling is seeded from (``seed``, its group id, its index in the group) instead
+    of drawn from ``generator`` — what makes a batch split over Ray workers sample what one process samples."""
     if env_factory is None:
         if rows is None:
             raise ValueError("collect_step needs prompt rows or an env_factory")
         return collect(
             model, tokenizer, rows, gen, rewards, samples_per_prompt=samples_per_prompt, group_start=group_start,
-            generator=generator,
+            generator=generator, row_seed=seed if row_seeded else None,
         )  # fmt: skip
     G, N = samples_per_prompt, n_groups or len(rows or [])
     seeds = [seed * 1_000_003 + group_start + g for g in range(N) for _ in range(G)]
     envs = [env_factory(seed=s) for s in seeds]
+    sample_seeds = [derive_seed(seed, group_start + g, j) for g in range(N) for j in range(G)] if row_seeded else None
     ro = collect_env(
-        model, tokenizer, envs, gen, max_turns=max_turns, seeds=seeds, generator=generator, max_length=max_length
-    )
+        model, tokenizer, envs, gen, max_turns=max_turns, seeds=seeds, generator=generator, max_length=max_length,
+        row_seeds=sample_seeds,
+    )  # fmt: skip
     ro.group_ids = (group_start + torch.arange(N, device=ro.prompt_ids.device)).repeat_interleave(G)
     # An environment that reports its source row (DatasetEnv: info["row"]) gives reward terms the row's columns.
     ro.rows = [dict(info[0].get("row", {})) if info else {} for info in ro.infos]

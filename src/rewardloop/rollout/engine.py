@@ -13,6 +13,7 @@ always the model's own forward.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 
 import torch
@@ -40,13 +41,32 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> li
     return [list(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
 
 
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers, e.g. (run seed, group id, sample index): distinct tuples give unrelated streams."""
+    digest = hashlib.blake2b(repr(tuple(int(p) for p in parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def row_uniforms(seeds: list[int], steps: int, device) -> torch.Tensor:
+    """[B, steps] float64 uniforms in [0, 1): row b's come from its own generator seeded with ``seeds[b]``, so a row
+    draws the same numbers alone, in any batch, on any worker."""
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    rows = [torch.rand(steps, generator=g, dtype=torch.float64) for g in gens]
+    return (torch.stack(rows) if rows else torch.zeros(0, steps, dtype=torch.float64)).to(device)
+
+
 def sample_next(
-    logits: torch.Tensor, gen: GenerationConfig, generator: torch.Generator | None
+    logits: torch.Tensor,
+    gen: GenerationConfig,
+    generator: torch.Generator | None,
+    uniforms: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick the next token from logits [B, V]; returns (tokens [B], log π(token) [B] under softmax(logits / T)).
 
     Temperature 0 is greedy (log-probs then use T = 1). Top-k / top-p only truncate what is sampled; the returned
     log-probs are of the temperature-scaled full distribution, which is what the training forward recomputes.
+    ``uniforms`` [B] (per-row seeded sampling): row b takes the token where its cumulative probability first exceeds
+    u_b (inverse-CDF sampling), instead of one ``torch.multinomial`` draw over the batch from ``generator``.
     """
     logits = logits.float()
     if gen.temperature == 0:
@@ -65,7 +85,12 @@ def sample_next(
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         filtered = filtered.masked_fill(drop, float("-inf"))
     probs = torch.softmax(filtered, -1)
-    tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # [B]
+    if uniforms is not None:
+        cdf = probs.double().cumsum(-1)  # [B, V]
+        target = (uniforms * cdf[:, -1])[:, None]  # [B, 1]; right=True skips zero-probability tokens at u = 0
+        tokens = torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
+    else:
+        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # [B]
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
 
@@ -312,10 +337,13 @@ def generate(
     *,
     generator: torch.Generator | None = None,
     prompt_token_ids: list[list[int]] | None = None,
+    row_seeds: list[int] | None = None,
 ) -> Rollout:
     """Sample one response per prompt. Returns a ``Rollout`` (ids, masks, sampling log-probs, texts) on the model's device.
 
-    ``generator`` (a seeded torch.Generator on the model's device) makes sampling reproducible.
+    ``generator`` (a seeded torch.Generator on the model's device) makes sampling reproducible. ``row_seeds`` (one per
+    prompt) instead seeds each row's sampling on its own, so a row's tokens do not depend on which other rows share
+    its batch (up to float round-off between batch shapes): how a batch split over Ray workers equals a local run.
     """
     device = next(model.parameters()).device
     ids = prompt_token_ids if prompt_token_ids is not None else encode_prompts(tokenizer, prompts)
@@ -338,10 +366,11 @@ def generate(
     cache, logits = getattr(out, "cache", None) or out.past_key_values, out.logits[:, -1]  # logits [B, V]
     decoder = make_decoder(model, cache, prompt_mask, positions[:, -1] + 1, columns=prompt_ids.shape[1] + T + 1)
     active = torch.arange(B, device=device)  # rows still generating
+    u = row_uniforms(row_seeds, T, device) if row_seeds is not None and gen.temperature > 0 else None  # [B, T]
 
     for t in range(T):
         # 2. Sample a token for every running row.
-        tokens, lp = sample_next(logits, gen, generator)
+        tokens, lp = sample_next(logits, gen, generator, None if u is None else u[active, t])
         response_ids[active, t], logprobs[active, t], response_mask[active, t] = tokens, lp, 1
         done = (tokens[:, None] == eos).any(-1)  # [B]
         if gen.stop:

@@ -22,7 +22,7 @@ import torch
 from rewardloop import chat
 from rewardloop.config import GenerationConfig
 from rewardloop.envs.base import Environment
-from rewardloop.rollout.engine import encode_prompts, generate
+from rewardloop.rollout.engine import derive_seed, encode_prompts, generate
 from rewardloop.types import Observation, Rollout, pad_left, pad_right
 
 
@@ -69,8 +69,11 @@ def collect_env(
     seeds: list[int] | None = None,
     generator: torch.Generator | None = None,
     max_length: int | None = None,
+    row_seeds: list[int] | None = None,
 ) -> Rollout:
-    """Run one episode per environment (at most ``max_turns`` policy turns) and return the batch as a Rollout."""
+    """Run one episode per environment (at most ``max_turns`` policy turns) and return the batch as a Rollout.
+
+    ``row_seeds`` (one per episode): per-row sampling, turn k of episode i seeded with derive_seed(row_seeds[i], k)."""
     was_training = model.training
     model.eval()
     first_obs = [env.reset(seed=None if seeds is None else seeds[i]) for i, env in enumerate(envs)]
@@ -88,6 +91,7 @@ def collect_env(
             gen,
             generator=generator,
             prompt_token_ids=[episodes[i].context for i in active],
+            row_seeds=None if row_seeds is None else [derive_seed(row_seeds[i], turn) for i in active],
         )
         for j, i in enumerate(active):
             ep, n = episodes[i], int(out.response_mask[j].sum())

@@ -1,0 +1,232 @@
+"""``run.backend: ray``: collect in N Ray rollout workers, estimate + update in the driver (the learner).
+
+Each rollout worker is a Ray actor holding a copy of the policy, the tokenizer, the reward set and the environment
+factory, and calls the same ``rollout.collect_step`` as a local run on its share of the step's groups. Per step:
+
+1. broadcast — the learner's trainable weights (LoRA: the adapter; PPO shared critic: the policy's trunk and
+   head) go into the object store once (``ray.put``); every worker receives the same reference;
+2. split — groups [0, N) go to the workers in contiguous shares, each with its global ``group_start``, so group
+   ids and environment seeds are the ones a local run uses, and per-row seeded sampling (``run.sampling_seeds:
+   row``) draws the same responses wherever a row runs;
+3. gather — the shares come back as CPU ``Rollout`` objects, concatenated in group order.
+
+Faults: a worker that dies (killed, OOM, node lost) is restarted by Ray (``max_restarts``) and its share is sent
+again with the same weights and group ids — the re-collected share equals the lost one, nothing is counted twice.
+A worker where the code sandbox has no Linux namespaces refuses sandboxed rewards (``SandboxUnavailableError``).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import itertools
+import logging
+import os
+import time
+from typing import Any
+
+import ray
+import torch
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+from rewardloop.config import GenerationConfig, ModelConfig, RunConfig
+from rewardloop.models import mixed_precision
+from rewardloop.rewards.composite import RewardSet
+from rewardloop.rollout.collect import EnvFactory, collect_step
+from rewardloop.types import Rollout
+
+log = logging.getLogger(__name__)
+WORKER_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+SANDBOXED_MODULES = ("rewardloop.rewards.code_tests", "rewardloop.rewards.sandbox")
+
+
+class SandboxUnavailableError(RuntimeError):
+    """A reward needs the code sandbox's Linux namespaces, which this worker's machine does not provide."""
+
+
+def ensure_ray(run: RunConfig) -> None:
+    """Join ``run.ray_address``, or start a local Ray (no dashboard, ``run.num_cpus`` CPUs) unless one is running."""
+    if ray.is_initialized():
+        return
+    if run.ray_address:
+        ray.init(address=run.ray_address, include_dashboard=False, log_to_driver=True)
+    else:
+        ray.init(num_cpus=run.num_cpus, include_dashboard=False, log_to_driver=True)
+
+
+def needs_sandbox(obj: Any) -> bool:
+    """True when ``obj`` (a reward function, a bound partial, an environment factory) runs code in the sandbox."""
+    seen: list[Any] = [obj]
+    while seen:
+        x = seen.pop()
+        if getattr(x, "__module__", None) in SANDBOXED_MODULES or getattr(x, "needs_sandbox", False):
+            return True
+        if isinstance(x, functools.partial):
+            seen += [x.func, *x.args, *x.keywords.values()]
+        if hasattr(x, "__wrapped__"):
+            seen.append(x.__wrapped__)
+    return False
+
+
+def sandbox_refusal(rewards: RewardSet | None, env_factory: EnvFactory | None, backend: str) -> str | None:
+    """Why this worker must refuse the run (sandboxed rewards where the sandbox backend is not ``unshare``), or None.
+
+    The rlimits-only fallback is fine on a developer's laptop but is not isolation; a cluster worker never falls back
+    to it silently."""
+    fns = dict(rewards.fns) if rewards is not None else {}
+    if env_factory is not None:
+        fns["env"] = env_factory
+    sandboxed = sorted(name for name, fn in fns.items() if needs_sandbox(fn))
+    if not sandboxed or backend == "unshare":
+        return None
+    return (
+        f"rollout worker on {os.uname().nodename} (pid {os.getpid()}): reward(s) {', '.join(sandboxed)} run code "
+        f"in the sandbox, which needs Linux namespaces (unshare), but here the sandbox backend is {backend!r}; "
+        "refusing rather than running untrusted code with rlimits only. Give the Ray workers user namespaces "
+        "(docs/guides/sandbox.md) or run without the code reward."
+    )
+
+
+@ray.remote
+class RolloutWorker:
+    """A policy copy that runs ``collect_step`` on the groups it is sent, with the weights it is sent."""
+
+    def __init__(self, model, tokenizer, rewards: RewardSet, env_factory, model_cfg: ModelConfig, device: str, threads):
+        from rewardloop.rewards.sandbox import sandbox_backend
+
+        torch.set_num_threads(threads)
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer, self.rewards, self.env_factory, self.model_cfg = tokenizer, rewards, env_factory, model_cfg
+        uses_sandbox = needs_sandbox(env_factory) or any(needs_sandbox(f) for f in rewards.fns.values())
+        self.refusal = sandbox_refusal(rewards, env_factory, sandbox_backend()) if uses_sandbox else None
+        self.version = -1  # the weights version last loaded
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def collect(self, weights: dict[str, torch.Tensor], version: int, gen: GenerationConfig, **kwargs) -> Rollout:
+        """Load ``weights`` (trainable parameters by name) unless ``version`` is loaded, then ``collect_step`` on this
+        worker's share (``kwargs``: rows / n_groups, group_start, seeds ...); returns the scored Rollout on CPU."""
+        if self.refusal:
+            raise SandboxUnavailableError(self.refusal)
+        if version != self.version:
+            params = dict(self.model.named_parameters())
+            with torch.no_grad():
+                for name, value in weights.items():
+                    params[name].copy_(value)
+            self.version = version
+        with mixed_precision(self.model_cfg, self.device):
+            ro = collect_step(self.model, self.tokenizer, gen, self.rewards, env_factory=self.env_factory, **kwargs)
+        return ro.to("cpu")
+
+
+def shares(n: int, workers: int) -> list[tuple[int, int]]:
+    """Contiguous [start, end) slices of n groups over at most ``workers`` workers, sizes differing by at most one."""
+    k = min(n, workers)
+    bounds = [i * n // k for i in range(k + 1)] if k else [0]
+    return list(itertools.pairwise(bounds))
+
+
+def trainable_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What a worker needs after an update: the parameters that train (all of a full fine-tune; a LoRA adapter's
+    matrices only), on CPU."""
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
+class RayCollector:
+    """A drop-in for ``rollout.collect_step`` (same signature) that runs it in ``run.rollout_workers`` Ray actors.
+
+    Built once per run with the policy, tokenizer, rewards and environment factory the workers copy; each call
+    broadcasts the current trainable weights and collects the step's groups across the workers."""
+
+    def __init__(self, run: RunConfig, model_cfg: ModelConfig, model, tokenizer, rewards, env_factory):
+        ensure_ray(run)
+        self.run, self.rewards, self.env_factory = run, rewards, env_factory
+        self.pad_id = tokenizer.pad_token_id
+        self.version, self.restarts = 0, 0
+        device = "cuda" if run.gpus_per_worker > 0 else "cpu"
+        first = next(model.parameters())
+        # one copy for every worker, kept referenced here: a restarted worker builds itself from it again
+        self.model_ref = ray.put(model if first.device.type == "cpu" else _cpu_copy(model))
+        options = {
+            "num_cpus": run.cpus_per_worker,
+            "num_gpus": run.gpus_per_worker,
+            "max_restarts": run.max_worker_restarts,
+            "max_task_retries": 0,  # the driver re-sends a lost share itself, with the step's weights
+        }
+        threads = max(1, int(run.cpus_per_worker))
+        self.workers = [
+            RolloutWorker.options(**options).remote(
+                self.model_ref, tokenizer, rewards, env_factory, model_cfg, device, threads
+            )
+            for _ in range(run.rollout_workers)
+        ]
+
+    def __call__(
+        self, model, tokenizer, gen: GenerationConfig, rewards: RewardSet | None, *, rows=None, env_factory=None,
+        n_groups: int | None = None, group_start: int = 0, generator=None, **kwargs,
+    ) -> Rollout:  # fmt: skip
+        """``collect_step(model, ...)`` over the workers. ``generator`` is unused: per-row seeds make sampling
+        independent of where a row runs; ``kwargs``: samples_per_prompt, seed, max_turns, max_length, row_seeded."""
+        if rewards is not self.rewards or env_factory is not self.env_factory:
+            raise ValueError("RayCollector: the workers hold the rewards / environments it was built with; got others")
+        if not kwargs.get("row_seeded"):
+            raise ValueError("run.backend='ray' needs per-row seeded sampling (run.sampling_seeds: row)")
+        device = next(model.parameters()).device
+        # 1. Broadcast: the trainable weights into the object store once; every worker gets the same reference.
+        self.version += 1
+        weights = ray.put(trainable_weights(model))
+        # 2. Split: contiguous shares of the N groups, each with its global group ids.
+        N = n_groups if rows is None else len(rows)
+        parts = []
+        for start, end in shares(N, len(self.workers)):
+            part = {"n_groups": end - start, "group_start": group_start + start, **kwargs}
+            if rows is not None:
+                part["rows"] = rows[start:end]
+            parts.append(part)
+        pending = [w.collect.remote(weights, self.version, gen, **p) for w, p in zip(self.workers, parts, strict=False)]
+        # 3. Gather in group order; a share whose worker died is collected again by the restarted worker.
+        out = [self._get(i, ref, weights, gen, part) for i, (ref, part) in enumerate(zip(pending, parts, strict=True))]
+        return Rollout.concat(out, self.pad_id).to(device)
+
+    def _get(self, i: int, ref, weights, gen: GenerationConfig, part: dict) -> Rollout:
+        for attempt in range(self.run.max_worker_restarts + 1):
+            try:
+                return ray.get(ref)
+            except WORKER_LOST as e:
+                if "creation task" in str(e):  # the worker cannot even start (unpicklable reward, import error)
+                    raise RuntimeError(f"rollout worker {i} could not start: {e}") from e
+                if attempt == self.run.max_worker_restarts:
+                    raise RuntimeError(
+                        f"rollout worker {i} died {attempt + 1} times in one step (run.max_worker_restarts="
+                        f"{self.run.max_worker_restarts}); groups {part['group_start']}.."
+                        f"{part['group_start'] + part['n_groups'] - 1} were not collected"
+                    ) from e
+                self.restarts += 1
+                log.warning("rollout worker %d died (%s); re-collecting its share on the restarted worker", i, e)
+                self._wait_restarted(i)
+                ref = self.workers[i].collect.remote(weights, self.version, gen, **part)
+        raise AssertionError("unreachable")
+
+    def _wait_restarted(self, i: int, timeout_s: float = 120.0) -> None:
+        """Block until Ray has restarted worker i (calls made while it restarts fail with ActorUnavailableError)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                ray.get(self.workers[i].pid.remote())
+                return
+            except ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def close(self) -> None:
+        """End the workers (a run's collector dies with the run; Ray also ends them once no handle is left)."""
+        for w in self.workers:
+            ray.kill(w, no_restart=True)
+        self.workers = []
+
+
+def _cpu_copy(model: torch.nn.Module) -> torch.nn.Module:
+    return copy.deepcopy(model).to("cpu")
