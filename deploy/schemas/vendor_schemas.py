@@ -41,7 +41,11 @@ def strict_crd(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     out = {k: strict_crd(v) for k, v in node.items() if k != "description"}
-    if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False
     return out
 
@@ -50,7 +54,9 @@ def vendor_kuberay(crd_path: str, source: str = "") -> Path:
     crd = yaml.safe_load(Path(crd_path).read_text())
     version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
     schema = strict_crd(version["schema"]["openAPIV3Schema"])
-    schema["$comment"] = f"KubeRay RayJob CRD {version['name']} ({source or crd_path}), made strict by vendor_schemas.py"
+    schema["$comment"] = (
+        f"KubeRay RayJob CRD {version['name']} ({source or crd_path}), made strict by vendor_schemas.py"
+    )
     out = HERE / "ray.io_rayjobs.schema.json"
     out.write_text(json.dumps(schema, separators=(",", ":"), sort_keys=True) + "\n")
     return out
