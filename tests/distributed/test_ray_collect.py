@@ -94,6 +94,7 @@ def test_lora_broadcast_sends_only_the_adapter(tiny_model):
     assert sum(t.numel() for t in sent.values()) < sum(p.numel() for p in model.parameters()) / 10
 
 
+@pytest.mark.slow
 def test_two_workers_collect_what_one_process_collects(local_ray, tiny_model, tokenizer):
     model, rs = tiny_model(), rewards()
     collect = RayCollector(run_cfg(), ModelConfig(), model, tokenizer, rs, None)
@@ -110,6 +111,7 @@ def test_two_workers_collect_what_one_process_collects(local_ray, tiny_model, to
         collect.close()
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_restarted_and_its_share_collected_again(local_ray, tiny_model, tokenizer, tmp_path):
     model = tiny_model()
     marker = tmp_path / "died"

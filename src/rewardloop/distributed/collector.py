@@ -22,6 +22,7 @@ import functools
 import itertools
 import logging
 import os
+import sys
 import time
 from typing import Any
 
@@ -38,6 +39,7 @@ from rewardloop.types import Rollout
 log = logging.getLogger(__name__)
 WORKER_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
 SANDBOXED_MODULES = ("rewardloop.rewards.code_tests", "rewardloop.rewards.sandbox")
+PLUGIN_PREFIX = "rewardloop_plugin_"  # rewards.registry's module names for plug-in files
 
 
 class SandboxUnavailableError(RuntimeError):
@@ -134,6 +136,15 @@ def trainable_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
 
 
+def ship_plugins_by_value(*objs: Any) -> None:
+    """Reward plug-in files (``path/file.py:fn``) are imported under a private module name that the workers cannot
+    import: send their code along instead (cloudpickle by value)."""
+    for obj in objs:
+        module = sys.modules.get(getattr(obj, "__module__", None) or "")
+        if module is not None and module.__name__.startswith(PLUGIN_PREFIX):
+            ray.cloudpickle.register_pickle_by_value(module)
+
+
 class RayCollector:
     """A drop-in for ``rollout.collect_step`` (same signature) that runs it in ``run.rollout_workers`` Ray actors.
 
@@ -142,6 +153,7 @@ class RayCollector:
 
     def __init__(self, run: RunConfig, model_cfg: ModelConfig, model, tokenizer, rewards, env_factory):
         ensure_ray(run)
+        ship_plugins_by_value(env_factory, *(rewards.fns.values() if rewards is not None else ()))
         self.run, self.rewards, self.env_factory = run, rewards, env_factory
         self.pad_id = tokenizer.pad_token_id
         self.version, self.restarts = 0, 0
