@@ -99,6 +99,33 @@ def test_loop_raises_the_users_hidden_reward_and_refuses_poison(tmp_path, sft_re
     assert result["unused_feedback"] == 0  # every feedback row was used by exactly one round
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_engagement_rounds_raise_the_hidden_reward_and_refuse_engagement_hacking(tmp_path, sft_reviews):
+    """Engagement rounds with personas: users engage with one of two samples (logged propensity ½); each round trains
+    a reward model on the engagement (inverse-propensity weighted) and GRPO against it; the gate needs the trusted
+    reward up and the SNIPS engagement estimate not below the serving model's. Outrage users (who engage with
+    negative reviews) then train an engagement-hacking candidate: its engagement estimate rises while the trusted reward falls — alarm, refused."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from benchmarks.loop_demo import REWARD_THEN_GRPO, simulate, table
+
+    smaller = {  # the benchmark's rounds, cut to fit the slow tier (two rounds, fewer steps)
+        "reward_trainer": REWARD_THEN_GRPO["reward_trainer"] | {"steps": 100, "eval_every": 100},
+        "trainer": REWARD_THEN_GRPO["trainer"] | {"steps": 20, "eval_every": 20},
+        "min_events": 200,
+    }
+    result = simulate(tmp_path, sft_reviews, rounds=2, session=250, algo="engagement", personas=True, overrides=smaller)
+    print(table(result))
+    hidden = [result["hidden_reward_start"]] + [r["hidden_reward"] for r in result["rounds"]]
+    assert all(r["ope_candidate"] is not None and r["ope_lo"] <= r["ope_candidate"] for r in result["rounds"])
+    assert any(r["status"] == "promoted" for r in result["rounds"])
+    assert max(hidden[1:]) > hidden[0] + 0.05  # the population's hidden reward of what the server gives them rose
+    hacked = result["poisoned"]
+    assert hacked["status"] == "rejected" and hacked["improvement"] < 0 and hacked["serving_unchanged"]
+    assert hacked["alarm"] and hacked["ope_candidate"] > hacked["ope_serving"]  # proxy up, gold down
+    assert result["unused_feedback"] == 0
+
+
 def digits(prompts, completions, **_):
     """A stand-in trusted reward: the share of digits in the answer."""
     return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]

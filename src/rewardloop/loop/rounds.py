@@ -11,8 +11,10 @@ One round (``run_round``), top to bottom:
                with the feedback more than the serving model — DPO: log π(chosen) − log π(rejected) rises; pointwise
                feedback: an answer rated above the rows' mean gets likelier, one below less likely?) and, with
                ``gate.reward``, a trusted reward of both models' samples on held-out prompts;
-  5. gate    — improvement = mean trusted-reward gain (or held-out accuracy − ½ without one) ≥ ``gate.margin``; an
-               alarm is recorded when the feedback says better and the trusted reward says worse;
+  5. gate    — improvement = mean trusted-reward gain (or held-out accuracy − ½ without one) ≥ ``gate.margin``; in
+               engagement rounds with ``gate.ope``, also the candidate's off-policy engagement lower bound ≥ the
+               serving value − ``gate.ope_tolerance`` (loop/gate.py); an alarm is recorded when the feedback (or
+               the engagement estimate) says better and the trusted reward says worse;
   6. record  — register the candidate (parent, data window, metrics, status), promote or reject it, and mark the
                claimed feedback as used: one transaction (``LoopState.finish_round``). A server started with
                ``serve.follow_registry=true`` swaps to a promoted version between requests.
@@ -39,10 +41,10 @@ import torch
 from pydantic import Field, field_validator
 
 from rewardloop.algorithms import dpo, grpo, kto, reward_model
-from rewardloop.algorithms.preference import sample_texts, sequence_logps
+from rewardloop.algorithms.preference import sample_texts
 from rewardloop.config import ConfigError, GenerationConfig, ModelConfig, Section, load_config
-from rewardloop.data.tokenize import tokenize_row
 from rewardloop.envs.tasks import TaskConfig
+from rewardloop.loop.gate import calibrated_q, completion_logps, logged_slates, ope_metrics
 from rewardloop.models import load_pretrained
 from rewardloop.rewards.composite import RewardSpec
 from rewardloop.rewards.engagement import engagement_score
@@ -71,15 +73,10 @@ def row_target(row: dict) -> float:
     return engagement_score({row["event"]: row["value"]})
 
 
-@torch.no_grad()
 def signed_logps(model, tokenizer, rows: list[dict], max_length: int) -> torch.Tensor:
     """Pointwise rows (thumbs, ratings, engagement): ± log π(completion) [N], + when the row's feedback is above the
     rows' mean — higher agrees with the feedback."""
-    seqs = [tokenize_row(tokenizer, r, max_length, truncate=True) for r in rows]
-    device = next(model.parameters()).device
-    logps = torch.cat(
-        [sequence_logps(model, seqs[i : i + 32], tokenizer.pad_token_id, device) for i in range(0, len(seqs), 32)]
-    )
+    logps = completion_logps(model, tokenizer, [(r["prompt"], r["completion"]) for r in rows], max_length)  # [N]
     t = torch.tensor([row_target(r) for r in rows])  # [N]
     return torch.sign(t - t.mean()) * logps
 
@@ -179,6 +176,15 @@ class GateConfig(Section):
         GenerationConfig(max_new_tokens=40, temperature=1.0, stop=["\n"]), description="sampling for the reward gate"
     )
     seed: int = 1234
+    ope: Literal["none", "snips", "dr"] = Field(
+        "none",
+        description="engagement rounds: an off-policy estimate of the candidate's engagement on the held-out logged "
+        "events (snips | dr, loop/gate.py); promote only if its lower bound ≥ the serving value − ope_tolerance",
+    )
+    ope_level: float = Field(0.9, gt=0.0, lt=1.0, description="confidence level of the OPE interval")
+    ope_tolerance: float = Field(
+        0.0, ge=0.0, description="engagement units the candidate's lower bound may fall below the serving value"
+    )
 
     @field_validator("reward", mode="before")
     @classmethod
@@ -288,10 +294,21 @@ def train_candidate(cfg: LoopConfig, rnd: dict, parent_path: str, train: list, h
 # -- 4. evaluate ------------------------------------------------------------------------------------------------
 
 
-def evaluate(cfg: LoopConfig, algo: str, parent_path: str, candidate_path: str, heldout: list) -> dict[str, float]:
+def evaluate(
+    cfg: LoopConfig,
+    algo: str,
+    parent_path: str,
+    candidate_path: str,
+    heldout: list,
+    *,
+    store: Store | None = None,
+    train: list | None = None,
+    reward_model: str | None = None,
+) -> dict[str, float]:
     """Held-out accuracy: the share of held-out rows the candidate agrees with more than the serving model does
     (DPO: a larger log-ratio of chosen over rejected; KTO: a thumbed-up answer likelier, a thumbed-down one less
-    likely); with ``gate.reward``, the trusted reward of both models' samples on held-out prompts."""
+    likely); with ``gate.reward``, the trusted reward of both models' samples on held-out prompts; with ``gate.ope``
+    in an engagement round, both models' off-policy engagement estimates on the held-out logged events."""
     parent, tokenizer = load_pretrained(model_config(cfg, parent_path))
     candidate, _ = load_pretrained(model_config(cfg, candidate_path))
     parent.eval(), candidate.eval()
@@ -311,6 +328,15 @@ def evaluate(cfg: LoopConfig, algo: str, parent_path: str, candidate_path: str, 
             texts = sample_texts(model, tokenizer, prompts, cfg.gate.gen, seed=cfg.gate.seed)
             scores[name] = sum(reward(prompts=prompts, completions=texts)) / len(prompts)
         metrics |= {"reward_parent": scores["parent"], "reward_candidate": scores["candidate"]}
+    if cfg.gate.ope != "none" and algo == "engagement" and heldout and store is not None:
+        q = None
+        if cfg.gate.ope == "dr":
+            rm = RewardSpec(model=str(reward_model)).build(cfg.model.device)
+            q = calibrated_q(lambda p, c: rm(prompts=p, completions=c), train or heldout)
+        logs = logged_slates(store, heldout)
+        metrics |= ope_metrics(
+            parent, candidate, tokenizer, logs, cfg.gate.ope, cfg.model.max_length, q, cfg.gate.ope_level
+        )
     return metrics
 
 
@@ -318,17 +344,35 @@ def evaluate(cfg: LoopConfig, algo: str, parent_path: str, candidate_path: str, 
 
 
 def improvement(cfg: LoopConfig, metrics: dict[str, float]) -> float:
+    """The trusted-reward gain; without a trusted reward the OPE engagement gain V̂(candidate) − V̂(serving), or
+    else held-out accuracy − ½."""
     if cfg.gate.reward:
         return metrics["reward_candidate"] - metrics["reward_parent"]
+    if "ope_candidate" in metrics:
+        return metrics["ope_candidate"] - metrics["ope_serving"]
     return metrics.get("heldout_accuracy", 0.5) - 0.5
 
 
+def ope_passes(cfg: LoopConfig, metrics: dict[str, float]) -> bool:
+    """The candidate's engagement lower bound is at least the serving value − ``gate.ope_tolerance`` (True when no
+    OPE was made)."""
+    return "ope_lo" not in metrics or bool(metrics["ope_lo"] >= metrics["ope_serving"] - cfg.gate.ope_tolerance)
+
+
+def decide(cfg: LoopConfig, metrics: dict[str, float]) -> str:
+    """``promoted`` when the improvement is above 0 and at least ``gate.margin`` and the OPE check passes."""
+    gain = improvement(cfg, metrics)
+    return "promoted" if gain > 0 and gain >= cfg.gate.margin and ope_passes(cfg, metrics) else "rejected"
+
+
 def proxy_gold_alarm(metrics: dict[str, float]) -> bool:
-    """The feedback stream says better (held-out accuracy > ½) while the trusted reward says worse: the stream is
-    being gamed or poisoned, or the candidate learned to please it at the trusted signal's expense."""
-    return metrics.get("heldout_accuracy", 0.5) > 0.5 and metrics.get("reward_candidate", 0.0) < metrics.get(
-        "reward_parent", 0.0
+    """The feedback stream says better (held-out accuracy > ½, or the OPE engagement estimate above the serving
+    value) while the trusted reward says worse: the stream is being gamed or poisoned, or the candidate learned to
+    please it (engagement hacking) at the trusted signal's expense."""
+    proxy_up = metrics.get("heldout_accuracy", 0.5) > 0.5 or metrics.get("ope_candidate", 0.0) > metrics.get(
+        "ope_serving", 0.0
     )
+    return proxy_up and metrics.get("reward_candidate", 0.0) < metrics.get("reward_parent", 0.0)
 
 
 # -- the round --------------------------------------------------------------------------------------------------
@@ -345,10 +389,14 @@ def run_round(cfg: LoopConfig, store: Store, last_round_at: float | None = None)
     parent_path = next(m["path"] for m in store.models() if m["name"] == rnd["parent"])
     train, heldout, skipped = round_data(store, rnd, cfg)  # 2
     out = train_candidate(cfg, rnd, parent_path, train, heldout, resume=open_before)  # 3
-    metrics = evaluate(cfg, rnd["algo"], parent_path, str(out["model_dir"]), heldout)  # 4
-    gain = improvement(cfg, metrics)  # 5
-    status = "promoted" if gain > 0 and gain >= cfg.gate.margin else "rejected"
+    rm = out.get("reward_model")
+    metrics = evaluate(
+        cfg, rnd["algo"], parent_path, str(out["model_dir"]), heldout, store=store, train=train, reward_model=rm
+    )  # 4
+    gain, status = improvement(cfg, metrics), decide(cfg, metrics)  # 5
     metrics |= {"improvement": gain, "train_rows": float(len(train)), "skipped": skipped}
+    if "ope_lo" in metrics:
+        metrics["ope_pass"] = ope_passes(cfg, metrics)
     if alarm := proxy_gold_alarm(metrics):
         metrics["alarm"] = "feedback says better, trusted reward says worse"
         log.warning("loop round %s: %s (%s)", rnd["id"], metrics["alarm"], metrics)
