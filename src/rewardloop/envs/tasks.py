@@ -2,8 +2,8 @@
 
 A task is train/test rows (``prompt``, ``completion`` for SFT, plus columns such as ``answer``), the reward function
 that scores completions, and an evaluation metric name. Built-ins: ``arithmetic``, ``reviews``, ``code``,
-``strings``; or ``name: dataset`` with ``path`` (JSONL / Parquet / ``hf:``) and ``reward`` (built-in name or plug-in
-path).
+``strings``, ``summarise``; or ``name: dataset`` with ``path`` (JSONL / Parquet / ``hf:``) and ``reward`` (built-in
+name or plug-in path).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from rewardloop.rewards.registry import RewardFn, resolve_reward
 
 
 class TaskConfig(Section):
-    name: Literal["arithmetic", "reviews", "code", "strings", "dataset"] = "arithmetic"
+    name: Literal["arithmetic", "reviews", "code", "strings", "summarise", "dataset"] = "arithmetic"
     seed: int = 0
     n_train: int = Field(4000, ge=1)
     n_test: int = Field(200, ge=1)
@@ -38,6 +38,7 @@ class TaskConfig(Section):
     string_length: tuple[int, int] = Field((3, 6), description="strings: min/max items per sequence")
     string_items: Literal["letters", "words"] = Field("letters", description="strings: letters or short words")
     alphabet: str = Field("abcdefghij", description="strings: the letters items are drawn from")
+    n_sentences: tuple[int, int] = Field((3, 5), description="summarise: min/max sentences per document")
     path: str | None = Field(None, description="dataset: train file (JSONL/JSON/Parquet) or hf:NAME[:SPLIT]")
     dataset: Any = Field(
         None, exclude=True, description="dataset (Python API): a datasets.Dataset or a list of dicts, instead of path"
@@ -133,6 +134,12 @@ def load_task(cfg: TaskConfig, kind: str = "prompt", tokenizer=None, max_length:
             cfg.alphabet,
         )  # fmt: skip
         rows_train, rows_test, reward = _from_examples(train), _from_examples(test), exact_match
+    elif cfg.name == "summarise":
+        from rewardloop.envs.summarise import make_summarise_splits
+        from rewardloop.rewards.text_metrics import rouge_l
+
+        train, test = make_summarise_splits(cfg.seed, cfg.n_train, cfg.n_test, tuple(cfg.n_sentences))
+        rows_train, rows_test, reward = _from_examples(train), _from_examples(test), rouge_l
     elif cfg.name == "code":
         from rewardloop.envs.code import make_code_splits
         from rewardloop.rewards.code_tests import code_tests_reward
