@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from rewardloop.algorithms.bandits import BASELINES, OraclePolicy, joint_features, make_policy, run_bandit
+from rewardloop.algorithms.slate_pg import LMSlatePolicy, SlatePGConfig, load_lm, train
 from rewardloop.config import Section
 from rewardloop.envs.personalization import FeedConfig, FeedEnv, PlaylistConfig, PlaylistEnv, SearchConfig, SearchEnv
 from rewardloop.eval.metrics import (
@@ -36,7 +37,8 @@ from rewardloop.eval.metrics import (
     session_lengths,
 )
 
-POLICIES = (*BASELINES, "oracle")
+LM_POLICIES = ("lm-untrained", "lm")
+POLICIES = (*BASELINES, *LM_POLICIES, "oracle")
 ENVS = {"feed": (FeedEnv, FeedConfig), "playlist": (PlaylistEnv, PlaylistConfig), "search": (SearchEnv, SearchConfig)}
 COLUMNS = ("regret", "regret_last_third", "mean_reward", "ctr", "watch_s", "session_steps", "coverage", "exposure_gini", "group_gap")  # fmt: skip
 
@@ -45,10 +47,15 @@ class PersonalizeConfig(Section):
     """``rewardloop personalize``: compare policies on ``env`` (docs/guides/personalization.md)."""
 
     env: Literal["feed", "playlist", "search"] = Field("feed", description="feed | playlist | search")
-    policies: list[str] = Field(list(POLICIES), description=f"any of {', '.join(POLICIES)}")
+    policies: list[str] = Field(
+        [p for p in POLICIES if p not in LM_POLICIES], description=f"any of {', '.join(POLICIES)}"
+    )
     steps: int = Field(3000, ge=3, description="steps per policy and seed")
     seeds: int = Field(5, ge=1)
     out: str | None = Field(None, description="folder for results.json and regret.png")
+    train: SlatePGConfig = Field(default_factory=SlatePGConfig, description="training of the `lm` policy")
+    fairness_model: str | None = Field(None, description="a reward model: print its matched-pair fairness report")
+    fairness_steps: int = Field(200, ge=1, description="feed steps whose (context, item) texts form the pairs")
 
     @field_validator("policies")
     @classmethod
@@ -60,13 +67,25 @@ class PersonalizeConfig(Section):
         return v
 
 
-def run_policy(env_name: str, name: str, steps: int, seed: int) -> dict[str, Any]:
-    """One policy on one seed of ``env_name``: its metrics and the cumulative normalised-regret curve."""
+def make_env(env_name: str):
     env_cls, config_cls = ENVS[env_name]
-    env = env_cls(config_cls())
+    return env_cls(config_cls())
+
+
+def run_policy(env_name: str, name: str, steps: int, seed: int, lm: dict | None = None) -> dict[str, Any]:
+    """One policy on one seed of ``env_name``: its metrics and the cumulative normalised-regret curve. ``lm``: the
+    language model, tokenizer, trained head and training config for the ``lm`` / ``lm-untrained`` policies."""
+    env = make_env(env_name)
     env.reset(seed=seed)
     dim = joint_features(*env.numeric()).shape[1]
-    policy = OraclePolicy(env) if name == "oracle" else make_policy(name, dim)
+    if name == "oracle":
+        policy = OraclePolicy(env)
+    elif name == "lm":  # the trained policy, frozen: it does not update during the evaluation
+        policy = lm["cfg"].policy(lm["model"], lm["tokenizer"], lm["head"], explore=False)
+    elif name == "lm-untrained":  # the LM's own log-probabilities of the item texts, Plackett–Luce at T = 1
+        policy = LMSlatePolicy(lm["model"], lm["tokenizer"])
+    else:
+        policy = make_policy(name, dim)
     start = time.perf_counter()
     log = run_bandit(env, policy, steps, seed=seed)
     seconds = time.perf_counter() - start
@@ -91,9 +110,25 @@ def run_policy(env_name: str, name: str, steps: int, seed: int) -> dict[str, Any
     }
 
 
+def train_lm(cfg: PersonalizeConfig) -> dict[str, Any]:
+    """The LM (``cfg.train.model``) and, when ``lm`` is compared, its scoring head trained on simulated users whose
+    seeds (``train.user_seed`` + round) differ from the evaluation users' (0 .. seeds − 1)."""
+    from rewardloop.models import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    model = load_lm(cfg.train, tokenizer)
+    lm: dict[str, Any] = {"model": model, "tokenizer": tokenizer, "cfg": cfg.train, "head": None, "history": []}
+    if "lm" in cfg.policies:
+        lm["head"], lm["history"] = train(cfg.train, model, tokenizer, lambda: make_env(cfg.env))
+    return lm
+
+
 def compare(cfg: PersonalizeConfig) -> dict[str, Any]:
-    """Every policy × seed; per metric the mean and sd over seeds, and the regret curves."""
-    runs = {name: [run_policy(cfg.env, name, cfg.steps, seed) for seed in range(cfg.seeds)] for name in cfg.policies}
+    """Every policy × seed; per metric the mean and sd over seeds, and the regret curves (and the LM's training)."""
+    lm = train_lm(cfg) if set(cfg.policies) & set(LM_POLICIES) else None
+    runs = {
+        name: [run_policy(cfg.env, name, cfg.steps, seed, lm) for seed in range(cfg.seeds)] for name in cfg.policies
+    }
     summary = {
         name: {
             k: (float(np.mean([r[k] for r in rs])), float(np.std([r[k] for r in rs]))) for k in rs[0] if k != "curve"
@@ -101,7 +136,11 @@ def compare(cfg: PersonalizeConfig) -> dict[str, Any]:
         for name, rs in runs.items()
     }
     curves = {name: [r["curve"] for r in rs] for name, rs in runs.items()}
-    return {"env": cfg.env, "steps": cfg.steps, "seeds": cfg.seeds, "summary": summary, "curves": curves}
+    result = {"env": cfg.env, "steps": cfg.steps, "seeds": cfg.seeds, "summary": summary, "curves": curves}
+    if lm and lm["history"]:
+        last = lm["history"][-1]
+        result["train"] = {"history": lm["history"], "cpu_s": last["cpu_s"], "steps": last["steps"], "config": cfg.train.model_dump()}  # fmt: skip
+    return result
 
 
 def table(result: dict[str, Any]) -> str:
@@ -129,7 +168,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     for name, curves in result["curves"].items():
         mean = np.mean(curves, axis=0)
         ax.plot(np.arange(len(mean)) * every, mean, label=name)
-    title = f"{result['env'].capitalize()}: bandit baselines (mean over seeds)"
+    title = f"{result['env'].capitalize()}: cumulative regret (mean over seeds)"
     ax.set(xlabel="step", ylabel="cumulative normalised regret", title=title)
     ax.axhline(1.0, color="grey", lw=0.5)
     ax.legend(fontsize=8, ncol=2)
@@ -140,10 +179,45 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def feed_texts(steps: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """(context, item text) rows from ``steps`` feed steps under a random policy: each candidate against its context."""
+    env, rng = FeedEnv(), np.random.default_rng(seed)
+    env.reset(seed=seed)
+    prompts, responses = [], []
+    for _ in range(steps):
+        context, items = env.context()
+        prompts += [context] * len(items)
+        responses += items
+        slate = rng.choice(len(items), size=env.cfg.slate_size, replace=False)
+        _, _, done, _ = env.step(" ".join(env.candidate_ids[i] for i in slate))
+        if done:
+            env.reset()
+    return prompts, responses
+
+
+def fairness(cfg: PersonalizeConfig) -> list[dict]:
+    """The matched-pair fairness report of ``cfg.fairness_model`` on feed texts (``eval.fairness``), printed."""
+    from rewardloop.eval.fairness import fairness_report
+    from rewardloop.rewards.model import RewardModelScorer
+
+    report = fairness_report(RewardModelScorer(cfg.fairness_model), *feed_texts(cfg.fairness_steps))
+    print(
+        "\n| attribute | a | b | gap r(a) − r(b) | 95 % CI | share a higher | pairs |\n|---|---|---|---:|---|---:|---:|"
+    )
+    for r in report:
+        print(f"| {r['attribute']} | {r['a']} | {r['b']} | {r['gap']:.4f} | [{r['lo']:.4f}, {r['hi']:.4f}] | {r['share_a_higher']:.3f} | {r['n']} |")  # fmt: skip
+    return report
+
+
 def run(cfg: PersonalizeConfig, resume: bool = False) -> dict[str, Any]:
     """The ``rewardloop personalize`` command (``resume`` is ignored: runs are minutes long)."""
     result = compare(cfg)
     print(table(result))
+    if "train" in result:
+        t = result["train"]
+        print(f"\nlm: trained on {t['steps']} steps of simulated users ({t['cpu_s']:.0f} CPU-s)")
+    if cfg.fairness_model:
+        result["fairness"] = fairness(cfg)
     out = {"env": cfg.env, "regret": {name: s["regret"][0] for name, s in result["summary"].items()}}
     if cfg.out:
         folder = Path(cfg.out)

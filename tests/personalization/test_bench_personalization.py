@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:  # benchmarks/ is a top-level package beside src/,
 
 from benchmarks.personalization import main  # noqa: E402
 
-from rewardloop.personalize import POLICIES  # noqa: E402
+from rewardloop.personalize import PersonalizeConfig  # noqa: E402
 
 
 def test_benchmark_smoke(tmp_path, capsys):
@@ -24,7 +24,7 @@ def test_benchmark_smoke(tmp_path, capsys):
         ["--steps", "60", "--seeds", "1", "--vw-iterations", "150", "--vw-seeds", "1", "--plots", str(tmp_path)]
     )
     summary = result["feed"]["summary"]
-    assert set(summary) == set(POLICIES)
+    assert set(summary) == set(PersonalizeConfig().policies)
     assert summary["oracle"]["regret"][0] == 0.0
     assert all(0.0 <= s["ctr"][0] <= 1.0 and s["regret"][0] >= 0.0 for s in summary.values())
     sides = result["vw"]["sides"]

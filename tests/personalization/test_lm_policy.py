@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from rewardloop.algorithms.bandits import LMSlatePolicy, lm_item_scores, plackett_luce_log_prob, plackett_luce_sample
+from rewardloop.algorithms.slate_pg import LMSlatePolicy, lm_item_scores, plackett_luce_log_prob, plackett_luce_sample
 
 
 def test_plackett_luce_by_hand_and_normalised():

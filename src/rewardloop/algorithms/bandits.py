@@ -20,21 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rewardloop.envs.personalization.harness import Choice, n_slates, position_rewards, run_bandit, top
 
-@dataclass
-class Choice:
-    slate: np.ndarray  # [L] candidate positions, best first
-    propensity: float  # P(this ordered slate | context) under the policy
-
-
-def n_slates(k: int, size: int) -> int:
-    """Ordered slates of ``size`` out of ``k``: k! / (k − size)!."""
-    return math.perm(k, size)
-
-
-def top(scores: np.ndarray, size: int) -> np.ndarray:
-    """The ``size`` best positions, best first; ties go to the lower position (stable). [K] → [L]"""
-    return np.argsort(-scores, kind="stable")[:size]
+__all__ = ["Choice", "n_slates", "position_rewards", "run_bandit", "top"]  # re-exported: the harness the baselines use
 
 
 def joint_features(context: np.ndarray, features: np.ndarray) -> np.ndarray:
@@ -233,112 +221,3 @@ class OraclePolicy:
 
     def update(self, context, features, arms, rewards) -> None:
         pass
-
-
-def position_rewards(reward: float, info: dict, size: int) -> np.ndarray:
-    """The step reward credited to each shown position: the clicked one (feed), the clicks in equal shares
-    (search), or the single track (playlist). [L]"""
-    out = np.zeros(size)
-    if info.get("position") is not None:
-        out[info["position"]] = reward
-    elif "clicks" in info and sum(info["clicks"]) > 0:
-        clicks = np.asarray(info["clicks"], dtype=float)
-        out = reward * clicks / clicks.sum()
-    elif size == 1:
-        out[0] = reward
-    return out
-
-
-def run_bandit(env, policy, steps: int, seed: int = 0) -> list[dict]:
-    """Drive ``policy`` on ``env`` for ``steps`` steps (new users as sessions end), updating it online.
-
-    One record per step: the logged context, candidate features and arms, the shown slate and its propensity, the
-    reward, and the simulator's exact expected reward of the shown, the oracle's and the random slate.
-    """
-    rng = np.random.default_rng([seed, 1])  # the policy's own stream: never the environment's (seeded with ``seed``)
-    env.reset(seed=seed)
-    size = env.slates.shape[1]
-    log = []
-    for _ in range(steps):
-        context, features = env.numeric()
-        arms = np.asarray(env.candidates)
-        if hasattr(policy, "select_text"):  # a language-model policy reads the text: context and candidates
-            choice = policy.select_text(*env.context(), size, rng)
-        else:
-            choice = policy.select(context, features, arms, size, rng)
-        _, reward, done, info = env.step(" ".join(env.candidate_ids[i] for i in choice.slate))
-        per_position = position_rewards(reward, info, size)
-        policy.update(context, features[choice.slate], arms[choice.slate], per_position)
-        log.append(
-            {"context": context, "features": features, "arms": arms, "slate": choice.slate, "propensity": choice.propensity,
-             "reward": reward, **{k: info[k] for k in ("expected_reward", "oracle_reward", "random_reward", "group", "items")},
-             "clicked": info.get("clicked"), "events": info["events"], "done": done}
-        )  # fmt: skip
-        if done:
-            env.reset()
-    return log
-
-
-# -- the language-model slate policy: scores from a causal LM, a slate by Plackett–Luce -----------------------------
-def plackett_luce_log_prob(scores: np.ndarray, slate: np.ndarray, temperature: float = 1.0) -> float:
-    """log P(slate) = Σ_k [ s_{a_k}/T − log Σ_{j not yet placed} exp(s_j/T) ] (Plackett 1975; Luce 1959). [K], [L]"""
-    s = np.asarray(scores, dtype=float) / temperature
-    remaining = np.ones(len(s), dtype=bool)
-    total = 0.0
-    for a in np.asarray(slate, dtype=int):
-        rest = s[remaining]
-        total += s[a] - (rest.max() + np.log(np.exp(rest - rest.max()).sum()))
-        remaining[a] = False
-    return float(total)
-
-
-def plackett_luce_sample(
-    scores: np.ndarray, size: int, rng: np.random.Generator, temperature: float = 1.0
-) -> tuple[np.ndarray, float]:
-    """A Plackett–Luce slate by the Gumbel-top-k trick (top-L of s/T + Gumbel noise is an exact PL draw; Yellott
-    1977) and its propensity exp(log P(slate)). [K] → ([L], float)"""
-    s = np.asarray(scores, dtype=float) / temperature
-    slate = top(s + rng.gumbel(size=len(s)), size)
-    return slate, float(np.exp(plackett_luce_log_prob(scores, slate, temperature)))
-
-
-def lm_item_scores(model, tokenizer, context: str, items: list[str], normalise: bool = True) -> np.ndarray:
-    """s_i = log π_LM(item_i | context): the summed (``normalise``: mean per token) log-probability of each
-    candidate's text after the context, by one teacher-forced forward pass. → [K]"""
-    import torch
-
-    from rewardloop.rollout.scoring import sequence_logprobs
-
-    prompt = tokenizer(context, add_special_tokens=False)["input_ids"]
-    texts = [tokenizer("\n" + item, add_special_tokens=False)["input_ids"] for item in items]
-    r = max(len(t) for t in texts)
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if limit is not None and len(prompt) + r > limit:
-        raise ValueError(
-            f"context ({len(prompt)} tokens) + longest item ({r} tokens) exceeds the model's {limit} positions; "
-            "shorten the context (e.g. FeedConfig(history=0))"
-        )
-    pad = tokenizer.pad_token_id or 0
-    input_ids = torch.tensor([prompt + t + [pad] * (r - len(t)) for t in texts])  # [K, P + R], responses right-padded
-    mask = torch.tensor([[1] * (len(prompt) + len(t)) + [0] * (r - len(t)) for t in texts])
-    with torch.no_grad():
-        logp, _ = sequence_logprobs(model, input_ids, mask, n_response=r)  # [K, R]
-    item_mask = mask[:, -r:].float()
-    total = (logp * item_mask).sum(-1)
-    return (total / item_mask.sum(-1) if normalise else total).float().numpy()
-
-
-class LMSlatePolicy:
-    """A causal LM as a slate policy: score every candidate's text given the observation (``lm_item_scores``),
-    sample an ordered slate by Plackett–Luce at ``temperature``, and log that slate's exact propensity."""
-
-    def __init__(self, model, tokenizer, temperature: float = 1.0) -> None:
-        self.model, self.tokenizer, self.temperature = model, tokenizer, temperature
-
-    def select_text(self, context: str, items: list[str], size: int, rng: np.random.Generator) -> Choice:
-        scores = lm_item_scores(self.model, self.tokenizer, context, items)
-        slate, propensity = plackett_luce_sample(scores, size, rng, self.temperature)
-        return Choice(slate, propensity)
-
-    def update(self, context, features, arms, rewards) -> None:
-        pass  # training the LM on these rewards is the RL trainers' job, not the bandit loop's
