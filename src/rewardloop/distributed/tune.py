@@ -285,7 +285,8 @@ def search(cfg: TuneConfig, space: dict[str, Domain], base: Any, tune_dir: Path)
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    if not ray.is_initialized():
+    started = not ray.is_initialized()  # a Ray we start, we stop; one the caller started stays up
+    if started:
         ray.init(address=cfg.ray_address, include_dashboard=False, configure_logging=False, log_to_driver=False)
     if cfg.scheduler == "asha":
         scheduler = ASHAScheduler(
@@ -310,7 +311,11 @@ def search(cfg: TuneConfig, space: dict[str, Domain], base: Any, tune_dir: Path)
         ),
         run_config=ray_tune.RunConfig(name="ray", storage_path=str(tune_dir), verbose=0),
     )
-    return tuner.fit()
+    try:
+        return tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()
 
 
 # -- results: table and plots ---------------------------------------------------------------------------------------
