@@ -259,7 +259,9 @@ def tune(cfg: TuneConfig, resume: bool = False) -> dict[str, Any]:
     rows = result_rows(grid, cfg, tune_dir, getattr(base, "steps", None))
     table = write_table(rows, list(space), cfg, tune_dir)
     if not any(math.isfinite(r["metric"]) for r in rows):
-        logged = sorted({k for r in rows for row in read_metrics(r["run_dir"]) for k in numeric(row)} - {"step"})
+        logged = sorted(
+            {k for r in rows for row in read_metrics(r["run_dir"]) for k in numeric(row)} - {"step", "time"}
+        )
         raise RuntimeError(
             f"no trial reported metric {cfg.metric!r}; the trials logged: {', '.join(logged) or 'nothing'} "
             f"(errors, if any, in {table})"
