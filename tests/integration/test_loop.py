@@ -247,11 +247,19 @@ def test_reward_model_then_grpo_round(tmp_path, tiny_llama, tokenizer, algo):
                 "heldout_fraction": 0.25,
                 "reward_trainer": {"steps": 3, "batch_size": 8, "eval_every": 3},
                 "trainer": {"steps": 2, "prompts_per_step": 4, "group_size": 2, "eval_every": 2, "eval_size": 4},
+                "gate": {"ope": "dr"},  # engagement: DR with the round's reward model (ratings rounds skip OPE)
                 "root": str(tmp_path / "rounds"),
             }
         )
         record = run_round(cfg, store)
         assert record["status"] in ("promoted", "rejected") and record["metrics"]["train_rows"] > 0
+        m = record["metrics"]
+        if algo == "engagement":  # no trusted reward: the OPE gain decides, and the lower bound must clear serving
+            assert m["ope_lo"] <= m["ope_candidate"] <= m["ope_hi"] and m["ope_n"] > 0
+            assert m["improvement"] == pytest.approx(m["ope_candidate"] - m["ope_serving"])
+            assert (record["status"] == "promoted") == (m["improvement"] > 0 and m["ope_lo"] >= m["ope_serving"])
+        else:
+            assert "ope_candidate" not in m
         assert (tmp_path / "rounds" / "round-1" / "reward").is_dir() and (
             tmp_path / "rounds" / "round-1" / "policy"
         ).is_dir()
