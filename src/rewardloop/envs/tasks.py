@@ -2,8 +2,8 @@
 
 A task is train/test rows (``prompt``, ``completion`` for SFT, plus columns such as ``answer``), the reward function
 that scores completions, and an evaluation metric name. Built-ins: ``arithmetic``, ``reviews``, ``code``,
-``strings``, ``summarise``; or ``name: dataset`` with ``path`` (JSONL / Parquet / ``hf:``) and ``reward`` (built-in
-name or plug-in path).
+``strings``, ``summarise``, ``translate``; or ``name: dataset`` with ``path`` (JSONL / Parquet / ``hf:``) and
+``reward`` (built-in name or plug-in path).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from rewardloop.rewards.registry import RewardFn, resolve_reward
 
 
 class TaskConfig(Section):
-    name: Literal["arithmetic", "reviews", "code", "strings", "summarise", "dataset"] = "arithmetic"
+    name: Literal["arithmetic", "reviews", "code", "strings", "summarise", "translate", "dataset"] = "arithmetic"
     seed: int = 0
     n_train: int = Field(4000, ge=1)
     n_test: int = Field(200, ge=1)
@@ -39,6 +39,7 @@ class TaskConfig(Section):
     string_items: Literal["letters", "words"] = Field("letters", description="strings: letters or short words")
     alphabet: str = Field("abcdefghij", description="strings: the letters items are drawn from")
     n_sentences: tuple[int, int] = Field((3, 5), description="summarise: min/max sentences per document")
+    adjective_rate: float = Field(0.5, ge=0.0, le=1.0, description="translate: P(a noun has an adjective)")
     path: str | None = Field(None, description="dataset: train file (JSONL/JSON/Parquet) or hf:NAME[:SPLIT]")
     dataset: Any = Field(
         None, exclude=True, description="dataset (Python API): a datasets.Dataset or a list of dicts, instead of path"
@@ -140,6 +141,12 @@ def load_task(cfg: TaskConfig, kind: str = "prompt", tokenizer=None, max_length:
 
         train, test = make_summarise_splits(cfg.seed, cfg.n_train, cfg.n_test, tuple(cfg.n_sentences))
         rows_train, rows_test, reward = _from_examples(train), _from_examples(test), rouge_l
+    elif cfg.name == "translate":
+        from rewardloop.envs.translate import make_translate_splits
+        from rewardloop.rewards.text_metrics import chrf
+
+        train, test = make_translate_splits(cfg.seed, cfg.n_train, cfg.n_test, cfg.adjective_rate)
+        rows_train, rows_test, reward = _from_examples(train), _from_examples(test), chrf
     elif cfg.name == "code":
         from rewardloop.envs.code import make_code_splits
         from rewardloop.rewards.code_tests import code_tests_reward
