@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import csv
+import json
+import threading
+import time
 
 import pytest
 import yaml
 
 from rewardloop.cli import COMMANDS
 from rewardloop.config import ConfigError, load_config
-from rewardloop.distributed.tune import TRAINERS, Domain, TuneConfig, check_space, parse_domain, parse_space
+from rewardloop.distributed.tune import (
+    TRAINERS,
+    Domain,
+    TuneConfig,
+    check_space,
+    follow_metrics,
+    parse_domain,
+    parse_space,
+)
 
 # llama-1m SFT on one-digit sums: 40 steps, evaluated every 10 (a few seconds per trial)
 TINY_SFT = {
@@ -102,6 +113,41 @@ def test_trainers_agree_with_the_cli_command_table():
     for name, trainer in TRAINERS.items():
         cmd = COMMANDS[name]
         assert (trainer.module, trainer.config, trainer.defaults) == (cmd.module, cmd.config, cmd.defaults), name
+
+
+def test_a_trial_reports_each_row_with_the_metric_as_the_trainer_writes_it(tmp_path):
+    """What Tune receives from a trial: the eval rows of metrics.jsonl in order, while it is being written (a row
+    torn mid-write is reported once it is complete), and the rows written last before the trainer finished."""
+    rows = [
+        {"step": s, "train/loss": 1.0 / (s + 1)} | ({"eval/accuracy": s / 10} if s % 2 == 0 else {}) for s in range(6)
+    ]
+    reported: list[dict[str, float]] = []
+    seen_while_writing, streamed = threading.Event(), []
+
+    def trainer() -> None:
+        with open(tmp_path / "metrics.jsonl", "a") as f:
+            for row in rows:
+                line = json.dumps(row) + "\n"
+                f.write(line[:5])  # a torn line, as a reader may find it mid-write
+                f.flush()
+                time.sleep(0.02)
+                f.write(line[5:])
+                f.flush()
+                if row["step"] == 2:  # wait until the follower has reported step 0 and 2: it streams
+                    streamed.append(seen_while_writing.wait(5))
+
+    def report(metrics: dict[str, float]) -> None:
+        reported.append(metrics)
+        if metrics["step"] == 2:
+            seen_while_writing.set()
+
+    writer = threading.Thread(target=trainer)
+    writer.start()
+    n = follow_metrics(tmp_path, "eval/accuracy", report, writer.is_alive, poll_s=0.005)
+    writer.join()
+    assert streamed == [True]  # steps 0 and 2 reached Tune before the trainer wrote step 3
+    assert n == 3 and [r["step"] for r in reported] == [0, 2, 4]
+    assert reported[2] == {"step": 4, "train/loss": 0.2, "eval/accuracy": 0.4}
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -227,19 +228,28 @@ def run_trial(values: dict[str, Any], cfg_json: str, trials_dir: str, cwd: str) 
 
     thread = threading.Thread(target=work, daemon=True)  # dies with the actor when ASHA stops the trial
     thread.start()
-    reported = 0
-    while True:
-        done = not thread.is_alive()
-        rows = read_metrics(run_dir)  # a torn last line is skipped now and read complete next time
-        for row in rows[reported:]:
-            if cfg.metric in row:
-                tune.report(numeric(row) | {"step": row["step"]})
-        reported = len(rows)
-        if done:
-            break
-        time.sleep(0.2)
+    follow_metrics(run_dir, cfg.metric, tune.report, thread.is_alive)
     if failure:
         raise failure[0]
+
+
+def follow_metrics(
+    run_dir: Path, metric: str, report: Callable[[dict[str, float]], Any], running: Callable[[], bool], poll_s=0.2
+) -> int:
+    """Call ``report`` with each row of ``run_dir/metrics.jsonl`` that holds ``metric`` (its numbers and ``step``), as
+    the rows are written, until ``running()`` is false and the last rows are read; returns how many were reported."""
+    seen = reported = 0
+    while True:
+        done = not running()  # read once more after the writer has finished
+        rows = read_metrics(run_dir)  # a torn last line is skipped now and read complete next time
+        for row in rows[seen:]:
+            if metric in row:
+                report(numeric(row) | {"step": row["step"]})
+                reported += 1
+        seen = len(rows)
+        if done:
+            return reported
+        time.sleep(poll_s)
 
 
 # -- the search -----------------------------------------------------------------------------------------------------
