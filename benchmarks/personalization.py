@@ -29,14 +29,19 @@ from rewardloop.algorithms.bandits import (
     LinUCB,
     run_bandit,
 )
+from rewardloop.algorithms.slate_pg import SlatePGConfig
 from rewardloop.envs.personalization.common import all_slates
 from rewardloop.eval.metrics import ctr
-from rewardloop.personalize import PersonalizeConfig, compare, plot, table
+from rewardloop.personalize import LM_POLICIES, PersonalizeConfig, compare, plot, table
 
 
 # -- 1. the feed: rewardloop.personalize (the `rewardloop personalize` command) ---------------------------------
-def feed_benchmark(steps: int, seeds: int) -> dict:
-    return compare(PersonalizeConfig(env="feed", steps=steps, seeds=seeds))
+def feed_benchmark(steps: int, seeds: int, train: SlatePGConfig | None = None) -> dict:
+    """Every baseline and the oracle; with ``train``, also the untrained and the RL-trained LM slate policies."""
+    cfg = PersonalizeConfig(env="feed", steps=steps, seeds=seeds)
+    if train is not None:
+        cfg = cfg.model_copy(update={"policies": [*cfg.policies[:-1], *LM_POLICIES, "oracle"], "train": train})
+    return compare(cfg)
 
 
 # -- 2. the Vowpal Wabbit "Tom and Anna" gate -----------------------------------------------------------------------
@@ -202,9 +207,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--vw-iterations", type=int, default=5000)
     parser.add_argument("--vw-seeds", type=int, default=5)
+    parser.add_argument("--lm", action="store_true", help="add the untrained and the RL-trained LM slate policies")
+    parser.add_argument("--train-rounds", type=int, default=SlatePGConfig().rounds)
+    parser.add_argument("--train-steps-per-round", type=int, default=SlatePGConfig().steps_per_round)
     parser.add_argument("--plots", type=Path, default=None, help="write the PNG plots into this folder")
     args = parser.parse_args(argv)
-    feed = feed_benchmark(args.steps, args.seeds)
+    train = SlatePGConfig(rounds=args.train_rounds, steps_per_round=args.train_steps_per_round) if args.lm else None
+    feed = feed_benchmark(args.steps, args.seeds, train)
     try:
         vw = vw_benchmark(args.vw_iterations, args.vw_seeds)
     except ImportError:

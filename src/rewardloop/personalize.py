@@ -86,6 +86,11 @@ def run_policy(env_name: str, name: str, steps: int, seed: int, lm: dict | None 
         policy = LMSlatePolicy(lm["model"], lm["tokenizer"])
     else:
         policy = make_policy(name, dim)
+    return evaluate(env, policy, steps, seed)
+
+
+def evaluate(env, policy, steps: int, seed: int) -> dict[str, Any]:
+    """Run ``policy`` on ``env`` for ``steps`` steps from ``seed`` (``run_bandit``) and measure it."""
     start = time.perf_counter()
     log = run_bandit(env, policy, steps, seed=seed)
     seconds = time.perf_counter() - start

@@ -83,3 +83,18 @@ def test_each_loss_raises_the_score_of_a_rewarded_item(loss):
 def test_head_starts_as_the_plain_lm_scores():
     f = ItemFeatures(np.array([-1.0, -2.0, -0.5]), np.ones(4, dtype=np.float32), np.ones((3, 4), dtype=np.float32))
     assert ScoringHead(4, 2).score(f).tolist() == pytest.approx(f.logp.tolist())
+
+
+@pytest.mark.slow
+def test_training_raises_the_exact_expected_reward_over_the_untrained_lm_policy():
+    """``rewardloop personalize`` with ``policies=[lm-untrained, lm]``: the head trained on 1600 feed steps of
+    training users (seeds 10000+) lowers the exact normalised regret on evaluation users (seed 0) well below the
+    untrained LM policy's (the collection rounds themselves explore at T = 1, ε = 0.1, so their reward is noisy)."""
+    from rewardloop.personalize import PersonalizeConfig, compare
+
+    train = SlatePGConfig(rounds=4, steps_per_round=400, rank=32, lr=1e-2, epochs=2)
+    result = compare(PersonalizeConfig(env="feed", steps=300, seeds=1, policies=["lm-untrained", "lm"], train=train))
+    s, history = result["summary"], result["train"]["history"]
+    assert s["lm"]["regret"][0] < s["lm-untrained"]["regret"][0] - 0.2
+    assert len(history) == 4 and all(np.isfinite(h["loss"]) for h in history)
+    assert result["train"]["steps"] == 1600 and result["train"]["cpu_s"] > 0

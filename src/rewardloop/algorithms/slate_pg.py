@@ -108,14 +108,15 @@ def lm_item_features(model, tokenizer, context: str, items: list[str], normalise
     item_mask = torch.tensor([[1.0] * len(t) + [0.0] * (r - len(t)) for t in texts])  # [K, R]
     with torch.no_grad():
         head = model(torch.tensor([prompt]), use_cache=True, output_hidden_states=True)
-        cache = head.past_key_values
+        name = "cache" if "cache" in head else "past_key_values"  # transformers ≥ 5.2x renamed the KV cache
+        cache = head[name]
         cache.batch_repeat_interleave(len(texts))
         mask = torch.cat([torch.ones(len(texts), p), item_mask], 1).long()  # [K, P + R]
         tail = model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=torch.arange(p, p + r).expand(len(texts), r),
-            cache=cache,
+            **{name: cache},
             output_hidden_states=True,
         )
         logits = torch.cat([head.logits[:, -1:].expand(len(texts), 1, -1), tail.logits[:, :-1]], 1)  # [K, R, V]
@@ -221,12 +222,12 @@ class SlatePGConfig(Section):
 
     model: str = Field("llama-1m", description="a tiny preset (llama-1m, qwen2-4m, ...) or a Hugging Face model path")
     model_seed: int = Field(0, description="init seed of a preset model")
-    rank: int = Field(32, ge=1, description="r: principal directions of the LM's states the scoring head reads")
-    rounds: int = Field(8, ge=1, description="collect → update rounds")
+    rank: int = Field(64, ge=1, description="r: principal directions of the LM's states the scoring head reads")
+    rounds: int = Field(10, ge=1, description="collect → update rounds")
     steps_per_round: int = Field(500, ge=1, description="feed steps collected per round")
     epochs: int = Field(4, ge=1, description="passes over the logs per round")
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(3e-3, gt=0.0)
+    lr: float = Field(1e-2, gt=0.0)
     loss: Literal["topk", "reinforce", "ppo"] = Field("topk", description="topk (Chen et al. 2019) | reinforce | ppo")
     temperature: float = Field(1.0, gt=0.0, description="T of the Plackett–Luce draws while collecting")
     epsilon: float = Field(0.1, ge=0.0, le=1.0, description="ε: a uniform slate with this probability while collecting")
