@@ -107,17 +107,22 @@ class RolloutWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def load(self, weights: dict[str, torch.Tensor], version: int) -> None:
+        """Copy ``weights`` (trainable parameters by name) into the policy copy, unless ``version`` is loaded."""
+        if version == self.version:
+            return
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in weights.items():
+                params[name].copy_(value)
+        self.version = version
+
     def collect(self, weights: dict[str, torch.Tensor], version: int, gen: GenerationConfig, **kwargs) -> Rollout:
         """Load ``weights`` (trainable parameters by name) unless ``version`` is loaded, then ``collect_step`` on this
         worker's share (``kwargs``: rows / n_groups, group_start, seeds ...); returns the scored Rollout on CPU."""
         if self.refusal:
             raise SandboxUnavailableError(self.refusal)
-        if version != self.version:
-            params = dict(self.model.named_parameters())
-            with torch.no_grad():
-                for name, value in weights.items():
-                    params[name].copy_(value)
-            self.version = version
+        self.load(weights, version)
         with mixed_precision(self.model_cfg, self.device):
             ro = collect_step(self.model, self.tokenizer, gen, self.rewards, env_factory=self.env_factory, **kwargs)
         return ro.to("cpu")
