@@ -222,6 +222,9 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--model", default=None, help="start from this SFT model directory instead of training one")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)  # the server's engine thread and the trainer share the CPUs
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         t0 = time.monotonic()
