@@ -62,3 +62,16 @@ def test_a_reward_model_through_the_report(tiny_llama, tokenizer):
     report = fairness_report(scorer, prompts, responses)
     assert [r["attribute"] for r in report] == list(FEED_ATTRIBUTES)
     assert all(r["n"] > 0 and r["lo"] <= r["gap"] <= r["hi"] for r in report)
+
+
+def test_the_command_prints_the_report_for_a_saved_reward_model(tmp_path, capsys, tiny_llama, tokenizer):
+    from rewardloop.cli import main
+    from rewardloop.models.value_head import ValueModel
+
+    rm = ValueModel(copy.deepcopy(tiny_llama), kind="reward")
+    rm.save_pretrained(tmp_path / "rm")
+    tokenizer.save_pretrained(tmp_path / "rm")
+    args = ["personalize", "policies=[random]", "steps=3", "seeds=1", f"fairness_model={tmp_path / 'rm'}"]
+    assert main([*args, "fairness_steps=2", f"out={tmp_path / 'out'}"]) == 0
+    printed = capsys.readouterr().out
+    assert "| user_group | (mainstream viewer) | (niche viewer) |" in printed and "| provider |" in printed
