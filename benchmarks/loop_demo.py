@@ -203,9 +203,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.scatter([len(rounds) + 1], [p["reward_candidate"]], marker="x", color="#c01c28", label=f"{bad} candidate")
         ax.annotate(p["status"], (len(rounds) + 1, p["reward_candidate"]), xytext=(0, 8), textcoords="offset points")
     ax.set_xlabel("round")
-    ax.set_ylabel("gold reward (−1 … 1)")
+    ax.set_ylabel("hidden reward (−1 … 1)")
     learner = {"dpo": "DPO", "kto": "KTO", "ratings": "ratings → RM → GRPO", "engagement": "engagement → RM → GRPO"}
-    ax.set_title(f"rewardloop loop: simulated users → {learner[result.get('algo', 'dpo')]} rounds → gated promotion")
+    ax.set_title(f"simulated users → {learner[result.get('algo', 'dpo')]} rounds → gated promotion", fontsize=10)
+    ax.set_xticks(range(len(rounds) + 1 + ("poisoned" in result)))
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
