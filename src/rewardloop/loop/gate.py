@@ -37,8 +37,8 @@ from rewardloop.store import Store
 class Logged:
     """One logged request: the prompt, the slate the server sampled, which member was shown, μ of it, its reward."""
 
-    prompt: str
-    slate: list[str]
+    prompt: str | list  # text, or a chat's messages
+    slate: list  # completions: texts, or assistant messages
     shown: int
     propensity: float
     reward: float
@@ -77,14 +77,15 @@ def logged_slates(store: Store, rows: list[dict]) -> list[Logged]:
     """Engagement rows → one ``Logged`` per shown response, with its slate's completions read from the store."""
     out = []
     for rid, r in response_rewards(rows).items():
-        it = store.get_interaction(rid)
+        it = store.get_interaction(rid)  # exists: the rows were read through it
         ids, shown = slate_ids(rid, it["candidate_index"], it["n_candidates"])
         slate = []
         for sid in ids:
             sib = store.get_interaction(sid)
             if sib is None:
                 raise ValueError(f"response {rid!r}: its slate member {sid!r} is not in the store")
-            slate.append(sib["completion"])
+            chat = sib["kind"] == "chat"  # as store.export writes a chat completion
+            slate.append([{"role": "assistant", "content": sib["completion"]}] if chat else sib["completion"])
         p = 1.0 if r["propensity"] is None else r["propensity"]
         out.append(Logged(r["prompt"], slate, shown, p, r["reward"]))
     return out
