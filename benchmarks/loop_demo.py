@@ -109,7 +109,7 @@ def simulate(
         {"model": model, "serve": {"model_name": "reviews", "follow_registry": True, "registry_poll_seconds": 0.5}}
     )
     kind, tastes = FEEDBACK[algo], (BALANCED, *PERSONAS) if personas else (BALANCED,)
-    out: dict[str, Any] = {"algo": algo, "personas": [p.name for p in tastes], "rounds": []}
+    out: dict[str, Any] = {"algo": algo, "personas": [p.name for p in tastes], "ope": cfg.gate.ope, "rounds": []}
     with Store.open(url) as store:
         app = create_app(scfg, store=store)
         server = BackgroundServer(app).start()
@@ -158,7 +158,8 @@ def table(result: dict[str, Any]) -> str:
     ope = any("ope_candidate" in r and r["ope_candidate"] is not None for r in result["rounds"])
     personas = [p for p in result.get("personas", []) if len(result.get("personas", [])) > 1]
     head = ["round", "feedback", "decision", "trusted reward: serving → candidate", "held-out accuracy"]
-    head += ["engagement (SNIPS): serving → candidate [90 % CI]"] * ope + ["users' hidden reward after"]
+    method = result.get("ope", "snips").upper()
+    head += [f"engagement ({method}): serving → candidate [90 % CI]"] * ope + ["users' hidden reward after"]
     head += [f"{p} after" for p in personas]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     start = result.get("hidden_start", {"mix": result["hidden_reward_start"]})
@@ -222,6 +223,7 @@ def main() -> None:
     ap.add_argument("--out", default="docs/guides/img/loop.png")
     ap.add_argument("--json", default=None)
     ap.add_argument("--model", default=None, help="start from this SFT model directory instead of training one")
+    ap.add_argument("--ope", choices=["snips", "dr"], default="snips", help="engagement: the gate's OPE estimator")
     args = ap.parse_args()
     import torch
 
@@ -230,7 +232,10 @@ def main() -> None:
         work = Path(tmp)
         t0 = time.monotonic()
         model = args.model or sft_reviews(work / "sft")
-        result = simulate(work, model, args.rounds, args.session, algo=args.algo, personas=args.personas)
+        gate = {"gate": ALGO_CONFIG["engagement"]["gate"] | {"ope": args.ope}} if args.algo == "engagement" else {}
+        result = simulate(
+            work, model, args.rounds, args.session, algo=args.algo, personas=args.personas, overrides=gate
+        )
         result["seconds"] = time.monotonic() - t0
     print(json.dumps(result, indent=1, default=str))
     print(table(result))
