@@ -35,3 +35,14 @@ def test_grpo_raises_strings_accuracy_over_sft(tmp_path):
     before, after = sft_then_grpo(tmp_path, "strings", [], ["steps=100", "eval_every=100"])
     print(f"strings: greedy exact match {before['eval/accuracy']:.3f} (SFT) -> {after['eval/accuracy']:.3f} (GRPO)")
     assert after["eval/accuracy"] >= before["eval/accuracy"] + 0.05
+
+
+@pytest.mark.slow
+def test_grpo_raises_translate_accuracy_over_sft(tmp_path):
+    before, after = sft_then_grpo(tmp_path, "translate", [], ["steps=50", "eval_every=50"])
+    print(
+        f"translate: greedy exact {before['eval/accuracy']:.3f} -> {after['eval/accuracy']:.3f}, "
+        f"chrF {before['eval/reward']:.3f} -> {after['eval/reward']:.3f} (SFT -> GRPO)"
+    )
+    assert after["eval/accuracy"] >= before["eval/accuracy"] + 0.08
+    assert after["eval/reward"] > before["eval/reward"]
