@@ -2,6 +2,8 @@
 
     rewardloop personalize env=feed steps=3000 seeds=5 out=runs/personalize
     rewardloop personalize env=search 'policies=[random, linucb, oracle]'
+    rewardloop personalize 'policies=[lm, linucb]' train.rounds=10          # train the LM slate policy, compare
+    rewardloop personalize 'policies=[random]' steps=3 fairness_model=runs/rm/final
 
 Each policy runs ``steps`` steps on each seed (new users as sessions end, learning online through
 ``algorithms.bandits.run_bandit``). Normalised regret is exact: Σ_t (oracle_t − π_t) / Σ_t (oracle_t − random_t),
@@ -9,6 +11,10 @@ each term the simulator's expected step reward of the best, the shown and a unif
 policy reached (0 = oracle, 1 = random). Also CTR, watch time, session length, intra-list diversity, catalogue
 coverage, provider exposure Gini and the expected-reward gap between user groups. Prints a markdown table; with
 ``out``, writes ``results.json`` and ``regret.png`` there. See docs/guides/personalization.md.
+
+``lm`` trains the language-model slate policy first (``algorithms.slate_pg``, the ``train`` section) on training
+users, then evaluates it frozen; ``lm-untrained`` is the LM's own log-probability scores. ``fairness_model`` adds the
+matched-pair fairness report of a reward model (``eval.fairness``) on feed texts.
 """
 
 from __future__ import annotations
