@@ -1,6 +1,6 @@
 """`summarise`: pick the key fact out of a short document and state it in one short sentence.
 
-    summarise: the lid feels cheap . overall the kettle is great . my old lamp was weak . summary:
+    summarise: the spout feels cheap . overall the kettle is great . my old lamp was weak . summary:
     → the kettle is great
 
 A document is ``n_sentences`` sentences about one product: exactly one verdict sentence (``overall the {p} is
