@@ -1,7 +1,7 @@
-"""`strings`: string transformations. ``reverse: c a t d =`` → ``d t a c``; ``sort: red fox cat =`` → ``cat fox red``.
+"""`strings`: string transformations. ``reverse: c a t d =`` → ``d t a c``; ``sort: lamp cap mug =`` → ``cap lamp mug``.
 
 A problem is an operation and a short sequence of items — letters (``a``..``j`` by default) or short words — written
-space-separated so that every item is one token of the built-in tokenizer (`` c``, `` red``). Operations:
+space-separated so that every item is one token of the built-in tokenizer (`` c``, `` lamp``). Operations:
 
 * ``reverse``: the items in reverse order;
 * ``sort``: the items in alphabetical order;
