@@ -20,9 +20,9 @@ on every round's logs so far, off-policy corrected by β. Losses (``LOSSES``), w
     ppo         −min(ρ A_slate, clip(ρ, 1 − ε_c, 1 + ε_c) A_slate),  ρ = π(A|s)/β(A|s)   (ops.clipped_policy_loss)
     topk        −Σ_k min(π(a_k|s)/β(a_k|s), c̄) · λ_L(a_k) · A_k · log π(a_k|s),  λ_L(a) = L (1 − π(a|s))^(L−1)
 
-In ``topk`` (Chen et al. eq. 6 with the capped weight of §4.3) π(a|s) = softmax(s/T)_a is the per-item policy and L
-the slate size (their K); A_k is the reward credited to position k minus its mean. An entropy bonus
-η · H(softmax(s/T)) keeps exploring. The LM stays frozen, so its features are computed once per logged step.
+In ``topk`` (Chen et al.: the top-K correction with a capped importance weight) π(a|s) = softmax(s/T)_a is the
+per-item policy and L the slate size (their K); A_k is the reward credited to position k minus its mean. An entropy
+bonus η · H(softmax(s/T)) keeps exploring. The LM stays frozen, so its features are computed once per logged step.
 """
 
 from __future__ import annotations
@@ -263,7 +263,7 @@ def pl_log_probs(scores: torch.Tensor, slates: torch.Tensor, temperature: float 
 
 def topk_multiplier(pi: torch.Tensor, slate_size: int) -> torch.Tensor:
     """λ_L(a) = ∂α/∂π = L (1 − π(a|s))^(L−1), with α = 1 − (1 − π)^L the chance a is in a slate of L independent
-    draws (Chen et al. 2019, eq. 6). Any shape."""
+    draws (Chen et al. 2019, the top-K correction). Any shape."""
     return slate_size * (1.0 - pi) ** (slate_size - 1)
 
 
