@@ -1,6 +1,10 @@
 """Personalization baselines: normalised regret of the bandit baselines on the feed, and the Vowpal Wabbit sanity gate.
 
-    python -m benchmarks.personalization [--steps 3000] [--seeds 5] [--vw-iterations 5000] [--plots DIR]
+    python -m benchmarks.personalization [--steps 3000] [--seeds 5] [--vw-iterations 5000] [--plots DIR] [--lm]
+
+``--lm`` adds the language-model slate policy: untrained (its own log-probabilities) and RL-trained
+(``algorithms.slate_pg``: ``--train-rounds`` rounds of ``--train-steps-per-round`` steps on training users, then
+evaluated frozen on the same evaluation users as the baselines).
 
 1. Feed (default ``FeedConfig``: 200 items, K = 8 candidates, slates of L = 3), each baseline for ``--steps`` steps
    on each seed (new users as sessions end, the policy learning online). Normalised regret is exact:
