@@ -1,0 +1,66 @@
+"""`dialogue`: a multi-turn shopping conversation with a simulated user who has a goal (an item and a quality).
+
+The user wants, say, a sturdy kettle. The first turn may reveal the item, the quality, both or neither; the policy
+asks for what it does not know and then buys::
+
+    user: i need a kettle . agent: ask quality      (action)
+    user: a sturdy one . agent: buy sturdy kettle    (action, ends the episode)
+
+Actions (one per turn, the first line of the generated text): ``ask item``, ``ask quality``, ``buy {quality}
+{item}``. Reward, given when the episode ends: 1 − ``turn_cost`` · (turns − 1) for buying the goal, 0 for buying
+anything else, for running out of ``max_turns``, or for an action the user does not understand (she answers
+``sorry ?`` and the turn is spent). So the best policy asks exactly for what the opening left out — conversation flow,
+not only the final answer, is rewarded. Every word is one token of the built-in tokenizer.
+
+Use it as the environment of an RL run (``env: rewardloop.envs.dialogue:ShopperEnv`` with ``max_turns: 3``): the
+factory is called with ``seed=``; evaluation runs on held-out seeds. No SFT data or measured RL gain yet: see
+docs/guides/tasks.md.
+"""
+
+from __future__ import annotations
+
+import random
+
+from rewardloop.rewards.reviews import ADJECTIVES, PRODUCTS
+from rewardloop.types import Observation
+
+ITEMS = tuple(PRODUCTS)
+QUALITIES = ADJECTIVES["positive"]
+OPENINGS = {  # what the first turn reveals → the user's words
+    (False, False): "user: i want to buy something .",
+    (True, False): "user: i need a {item} .",
+    (False, True): "user: i want something {quality} .",
+    (True, True): "user: i need a {quality} {item} .",
+}
+PROMPT = " agent:"
+
+
+class ShopperEnv:
+    """The simulated user of one conversation; ``seed`` fixes her goal and what her first turn reveals."""
+
+    def __init__(self, *, seed: int = 0, turn_cost: float = 0.1, reveal_rate: float = 0.5) -> None:
+        self.turn_cost, self.reveal_rate = turn_cost, reveal_rate
+        self.reset(seed=seed)
+
+    def reset(self, *, seed: int | None = None) -> Observation:
+        rng = random.Random(seed)
+        self.item, self.quality = rng.choice(ITEMS), rng.choice(QUALITIES)
+        self.known = (rng.random() < self.reveal_rate, rng.random() < self.reveal_rate)  # item, quality revealed
+        self.turns = 0
+        return OPENINGS[self.known].format(item=self.item, quality=self.quality) + PROMPT
+
+    def step(self, action: str) -> tuple[Observation | None, float, bool, dict]:
+        self.turns += 1
+        words = (action.strip().splitlines() or [""])[0].split()
+        info = {"goal": f"{self.quality} {self.item}", "turns": self.turns}
+        if words[:1] == ["buy"]:
+            success = words[1:] == [self.quality, self.item]
+            reward = max(0.0, 1.0 - self.turn_cost * (self.turns - 1)) if success else 0.0
+            return None, reward, True, info | {"success": success}
+        if words == ["ask", "item"]:
+            reply = f"user: a {self.item} ."
+        elif words == ["ask", "quality"]:
+            reply = f"user: a {self.quality} one ."
+        else:
+            reply = "user: sorry ?"
+        return " " + reply + PROMPT, 0.0, False, info | {"success": False}

@@ -1,0 +1,71 @@
+"""The `dialogue` environment: a simulated shopper whose goal is reached in few turns by asking only what is unknown."""
+
+from __future__ import annotations
+
+import pytest
+
+from rewardloop.envs.base import Environment
+from rewardloop.envs.dialogue import OPENINGS, ShopperEnv
+
+
+def optimal_actions(env: ShopperEnv) -> list[str]:
+    asks = [a for a, known in zip(("ask item", "ask quality"), env.known, strict=True) if not known]
+    return [*asks, f"buy {env.quality} {env.item}"]
+
+
+def play(env: ShopperEnv, actions: list[str]) -> tuple[float, bool, list]:
+    total, done, observations = 0.0, False, []
+    for a in actions:
+        obs, r, done, _ = env.step(a)
+        total += r
+        observations.append(obs)
+        if done:
+            break
+    return total, done, observations
+
+
+def test_shopper_is_an_environment_and_seeded():
+    env = ShopperEnv(seed=3)
+    assert isinstance(env, Environment)
+    first = env.reset(seed=3)
+    assert first == ShopperEnv(seed=3).reset(seed=3) and first.endswith(" agent:")
+    openings = {ShopperEnv(seed=s).known for s in range(40)}
+    assert openings == set(OPENINGS)  # every kind of opening occurs
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_optimal_conversation_earns_one_minus_the_cost_of_its_questions(seed):
+    env = ShopperEnv(seed=seed)
+    env.reset(seed=seed)
+    actions = optimal_actions(env)
+    reward, done, observations = play(env, actions)
+    assert done and reward == pytest.approx(1.0 - 0.1 * (len(actions) - 1))
+    for asked, obs in zip(actions, observations[:-1], strict=False):
+        assert (env.item if asked == "ask item" else f"{env.quality} one") in obs
+
+
+def test_wasted_turns_cost_and_wrong_goals_earn_nothing():
+    env = ShopperEnv(seed=1)
+    env.reset(seed=1)
+    goal = f"buy {env.quality} {env.item}"
+    assert play(env, ["ask item", "ask item", "hello", goal])[0] == pytest.approx(0.7)
+    env.reset(seed=1)
+    obs, r, done, info = env.step("hello\nbuy it")
+    assert (r, done) == (0.0, False) and "sorry" in obs and info["turns"] == 1
+    env.reset(seed=1)
+    other = next(i for i in ("kettle", "lamp") if i != env.item)
+    assert play(env, [f"buy {env.quality} {other}"])[:2] == (0.0, True)
+
+
+def test_shopper_runs_in_env_collection(tiny_llama, tokenizer):
+    from rewardloop.config import GenerationConfig
+    from rewardloop.rewards.composite import RewardSet
+    from rewardloop.rollout.collect import collect_step
+
+    gen = GenerationConfig(max_new_tokens=4, temperature=1.0)
+    empty = RewardSet({}, {}, "skip", None)
+    ro = collect_step(
+        tiny_llama, tokenizer, gen, empty, env_factory=ShopperEnv, n_groups=2, samples_per_prompt=2, max_turns=3
+    )
+    assert len(ro.responses) == 4 and ro.rewards.shape == (4,)
+    assert all(p.startswith("user:") for p in ro.prompts)
