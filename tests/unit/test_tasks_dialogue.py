@@ -69,3 +69,18 @@ def test_shopper_runs_in_env_collection(tiny_llama, tokenizer):
     )
     assert len(ro.responses) == 4 and ro.rewards.shape == (4,)
     assert all(p.startswith("user:") for p in ro.prompts)
+
+
+def test_demonstrations_follow_the_rollout_layout(tokenizer):
+    from rewardloop.envs.dialogue import demonstrations
+
+    rows = demonstrations(range(20))
+    seeds_turns = [ShopperEnv(seed=s).known for s in range(20)]
+    assert len(rows) == sum(3 - sum(k) for k in seeds_turns)  # one row per policy turn of the best conversation
+    for row in rows:
+        assert row["prompt"].endswith(" agent:") and row["completion"].split()[0] in ("ask", "buy")
+        earlier = row["prompt"].count("<eos>")
+        assert earlier == row["prompt"].count(" agent:") - 1  # each earlier action ends with EOS, as in a rollout
+        assert tokenizer.eos_token_id in tokenizer(row["prompt"])["input_ids"] or earlier == 0
+    last = [r for r in rows if r["completion"].startswith(" buy")]
+    assert len(last) == 20

@@ -13,8 +13,8 @@ anything else, for running out of ``max_turns``, or for an action the user does 
 not only the final answer, is rewarded. Every word is one token of the built-in tokenizer.
 
 Use it as the environment of an RL run (``env: rewardloop.envs.dialogue:ShopperEnv`` with ``max_turns: 3``): the
-factory is called with ``seed=``; evaluation runs on held-out seeds. No SFT data or measured RL gain yet: see
-docs/guides/tasks.md.
+factory is called with ``seed=``; evaluation runs on held-out seeds. ``demonstrations`` gives SFT rows for a warm
+start; docs/guides/tasks.md has one measured SFT → GRPO run.
 """
 
 from __future__ import annotations
@@ -64,3 +64,19 @@ class ShopperEnv:
         else:
             reply = "user: sorry ?"
         return " " + reply + PROMPT, 0.0, False, info | {"success": False}
+
+
+def demonstrations(seeds: range, eos: str = "<eos>") -> list[dict[str, str]]:
+    """SFT rows of the best conversation for each seed, one row per policy turn: ``prompt`` = the conversation so far
+    in the token layout of a multi-turn rollout (each earlier action followed by ``eos``), ``completion`` = the next
+    action (SFT appends EOS, as generation ends each action)."""
+    rows = []
+    for seed in seeds:
+        env = ShopperEnv(seed=seed)
+        so_far = env.reset(seed=seed)
+        asks = [a for a, known in zip(("ask item", "ask quality"), env.known, strict=True) if not known]
+        for action in [*asks, f"buy {env.quality} {env.item}"]:
+            rows.append({"prompt": so_far, "completion": " " + action})
+            obs, _, _, _ = env.step(action)
+            so_far += " " + action + eos + (obs or "")
+    return rows
