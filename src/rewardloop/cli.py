@@ -51,6 +51,13 @@ COMMANDS: dict[str, Command] = {
         actions=("run", "round", "rollback", "status"),
         flags=(("--store", "store.url"),),
     ),
+    "tune": Command(
+        "rewardloop.distributed.tune",
+        "TuneConfig",
+        "tune",
+        help="hyper-parameter search with Ray Tune (ASHA): tune --config search.yaml | tune command=grpo "
+        "'space.optim.lr=loguniform(1e-5, 1e-3)' metric=eval/accuracy",
+    ),
     "personalize": Command(
         "rewardloop.personalize",
         "PersonalizeConfig",

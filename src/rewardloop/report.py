@@ -28,7 +28,7 @@ GROUPS = {
     "entropy": ("entropy",),
     "length": ("length", "len"),
 }
-SKIP = {"step", "time"}
+SKIP = {"step", "time", "cpu_s"}
 # bookkeeping counts (substrings of the name): listed in the summary table, never drawn as curves
 COUNTERS = ("params", "pairs", "member", "n_train", "sampling_tries", "_drawn", "errors", "early_stop", "epochs")
 

@@ -3,7 +3,7 @@
 Layout::
 
     runs/<name>/config.yaml            the resolved config (what actually ran)
-    runs/<name>/metrics.jsonl          one JSON object per logged step: {"step": N, "time": ..., "<metric>": value}
+    runs/<name>/metrics.jsonl          one JSON object per logged step: {"step": N, "time": wall s, "cpu_s": ..., "<metric>": value}
     runs/<name>/samples.jsonl          sample tables (prompt, response, reward, components) per logged step
     runs/<name>/checkpoints/step-000100/{<model name>/, optim-<name>.pt, rng.pt, state.json}
     runs/<name>/checkpoints/latest     name of the newest complete checkpoint
@@ -79,6 +79,7 @@ class RunDir:
     ) -> None:
         self.path = Path(path)
         self.started = time.time()
+        self.cpu_started = time.process_time()  # this process's CPU seconds (all threads): learning per CPU-second
         self.report_to = list(report_to or [])
         self.command = command or self.path.name
         self.config = config
@@ -112,7 +113,12 @@ class RunDir:
         """Append one line to metrics.jsonl (flushed, so a crash loses nothing already logged) and send the row's
         numbers to the experiment trackers."""
         values = {k: _jsonable(v) for k, v in metrics.items()}
-        row = {"step": step, "time": round(time.time() - self.started, 3), **values}
+        row = {
+            "step": step,
+            "time": round(time.time() - self.started, 3),
+            "cpu_s": round(time.process_time() - self.cpu_started, 3),
+            **values,
+        }
         with open(self.path / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         for tracker in self.trackers().values():

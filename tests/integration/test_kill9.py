@@ -61,7 +61,7 @@ TRAINERS = {
 # the kill points, in order: generation or the training forward pass (sft / dpo / reward: their evaluation may
 # generate too), the optimizer step, a checkpoint or final-model write
 KILLS = [("forward", "generate"), ("optimizer",), CHECKPOINT_WRITE]
-VOLATILE = ("time", "per_s")  # wall-clock metrics (time, time/*, *tokens_per_s): differ between any two runs
+VOLATILE = ("time", "per_s", "cpu_s")  # clock metrics (time, time/*, *tokens_per_s, cpu_s): differ between any two runs
 
 
 def run_worker(command: str, cfg_file: Path, resume: bool = False, **env: str) -> subprocess.CompletedProcess:
