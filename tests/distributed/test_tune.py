@@ -208,3 +208,25 @@ def test_asha_stops_the_trial_that_does_not_learn(asha_search):
     assert (good["status"], int(good["step"])) == ("done", 40)
     assert bad["status"] == "stopped early" and int(bad["step"]) < 40
     assert float(good["eval/loss"]) < float(bad["eval/loss"])
+
+
+def test_the_last_steps_row_is_reported_only_after_the_trainer_returns(tmp_path):
+    """ASHA stops a trial that reports step max_t; reporting it while the trainer still writes final/ would kill it."""
+    finished = threading.Event()
+    order: list[tuple[int, bool]] = []
+
+    def trainer() -> None:
+        with open(tmp_path / "metrics.jsonl", "a") as f:
+            for s in (0, 2, 4):
+                f.write(json.dumps({"step": s, "eval/accuracy": s / 10}) + "\n")
+                f.flush()
+        time.sleep(0.2)  # the final model being written after the last row
+        finished.set()
+
+    writer = threading.Thread(target=trainer)
+    writer.start()
+    follow_metrics(tmp_path, "eval/accuracy", lambda m: order.append((m["step"], finished.is_set())), writer.is_alive,
+                   poll_s=0.005, hold_from=4)  # fmt: skip
+    writer.join()
+    assert [s for s, _ in order] == [0, 2, 4]
+    assert order[-1] == (4, True)

@@ -228,25 +228,35 @@ def run_trial(values: dict[str, Any], cfg_json: str, trials_dir: str, cwd: str) 
 
     thread = threading.Thread(target=work, daemon=True)  # dies with the actor when ASHA stops the trial
     thread.start()
-    follow_metrics(run_dir, cfg.metric, tune.report, thread.is_alive)
+    # The last step's row is reported only once the trainer has returned: ASHA stops a trial that reaches max_t, and a
+    # stop then would kill the thread while it writes final/ (seen under load in CI).
+    follow_metrics(run_dir, cfg.metric, tune.report, thread.is_alive, hold_from=getattr(train_cfg, "steps", None))
     if failure:
         raise failure[0]
 
 
 def follow_metrics(
-    run_dir: Path, metric: str, report: Callable[[dict[str, float]], Any], running: Callable[[], bool], poll_s=0.2
+    run_dir: Path,
+    metric: str,
+    report: Callable[[dict[str, float]], Any],
+    running: Callable[[], bool],
+    poll_s=0.2,
+    hold_from: int | None = None,
 ) -> int:
     """Call ``report`` with each row of ``run_dir/metrics.jsonl`` that holds ``metric`` (its numbers and ``step``), as
-    the rows are written, until ``running()`` is false and the last rows are read; returns how many were reported."""
+    the rows are written, until ``running()`` is false and the last rows are read; returns how many were reported.
+    Rows at step ≥ ``hold_from`` wait until ``running()`` is false."""
     seen = reported = 0
     while True:
         done = not running()  # read once more after the writer has finished
         rows = read_metrics(run_dir)  # a torn last line is skipped now and read complete next time
         for row in rows[seen:]:
+            if not done and hold_from is not None and row["step"] >= hold_from:
+                break  # the final row: reported after the trainer has written its final model
             if metric in row:
                 report(numeric(row) | {"step": row["step"]})
                 reported += 1
-        seen = len(rows)
+            seen += 1
         if done:
             return reported
         time.sleep(poll_s)
