@@ -127,6 +127,18 @@ class RunConfig(Section):
     max_worker_restarts: int = Field(
         3, ge=0, description="a dead rollout worker is restarted this many times; its share of the step is re-collected"
     )
+    reward_workers: int = Field(
+        0, ge=0, description="Ray reward workers (actors) that score the samples; 0 = score inside the rollout workers"
+    )
+    cpus_per_reward_worker: float = Field(1.0, gt=0.0, description="CPUs Ray reserves for each reward worker")
+    off_policy_steps: Literal[0, 1] = Field(
+        0,
+        description="1: sample batch k+1 with the weights batch k's update starts from, overlapping that update "
+        "(Ray); the ratio's denominator is the sampler's log-prob (GRPO family)",
+    )
+    rollout_backend: Literal["hf", "vllm"] = Field(
+        "hf", description="the rollout workers' sampler: the built-in engine, or vLLM (GPU workers, needs vllm)"
+    )
 
     @field_validator("report_to", mode="before")
     @classmethod
@@ -140,6 +152,13 @@ class RunConfig(Section):
     def _ray_needs_row_seeds(self) -> RunConfig:
         if self.backend == "ray" and self.sampling_seeds != "row":
             raise ValueError("run.backend='ray' needs run.sampling_seeds='row' (the batch is split over workers)")
+        return self
+
+    @model_validator(mode="after")
+    def _ray_only_fields(self) -> RunConfig:
+        for name, value in (("reward_workers", self.reward_workers), ("rollout_backend", self.rollout_backend)):
+            if self.backend != "ray" and value not in (0, "hf"):
+                raise ValueError(f"run.{name}={value!r} needs run.backend='ray' (got {self.backend!r})")
         return self
 
 

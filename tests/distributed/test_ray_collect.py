@@ -18,7 +18,9 @@ import torch
 from rewardloop.config import GenerationConfig, ModelConfig, RunConfig
 from rewardloop.distributed.collector import (
     RayCollector,
+    RewardWorker,
     SandboxUnavailableError,
+    check_fits,
     needs_sandbox,
     sandbox_refusal,
     shares,
@@ -26,6 +28,7 @@ from rewardloop.distributed.collector import (
 )
 from rewardloop.rewards.code_tests import code_tests_reward
 from rewardloop.rewards.composite import RewardSet, bind
+from rewardloop.rewards.sandbox import BACKEND_ENV
 from rewardloop.rollout.collect import collect_step
 
 pytestmark = pytest.mark.ray
@@ -44,7 +47,7 @@ def rewards() -> RewardSet:
 
 
 def run_cfg(**kw) -> RunConfig:
-    return RunConfig(backend="ray", rollout_workers=2, **kw)
+    return RunConfig(backend="ray", **{"rollout_workers": 2, **kw})
 
 
 def local(model, tokenizer, rs, group_start=0):
@@ -137,3 +140,46 @@ def test_a_killed_worker_is_restarted_and_its_share_collected_again(local_ray, t
         assert_same(local(model, tokenizer, rewards(), group_start=5), ro2)
     finally:
         collect.close()
+
+
+def test_workers_that_do_not_fit_a_local_ray_are_refused():
+    with pytest.raises(ValueError, match=r"reward_workers=2 .* = 4 CPUs, but the local Ray has 2"):
+        check_fits(run_cfg(reward_workers=2), 2.0)
+    check_fits(run_cfg(reward_workers=2, cpus_per_worker=0.5, cpus_per_reward_worker=0.5), 2.0)
+    check_fits(run_cfg(reward_workers=2, ray_address="auto"), 2.0)  # a cluster may autoscale
+
+
+def sometimes_fails(prompts, completions, **_):  # a reward error on some samples: invalid rows, indexed errors
+    return [None if len(c) % 3 == 0 else float(len(c)) for c in completions]
+
+
+@pytest.mark.slow
+def test_reward_workers_score_what_one_process_scores(local_ray, tiny_model, tokenizer):
+    model = tiny_model()
+    rs = RewardSet({"len": length_reward, "odd": sometimes_fails}, {"len": 1.0, "odd": 0.5}, on_error="skip")
+    cfg = run_cfg(rollout_workers=1, reward_workers=2, cpus_per_worker=0.5, cpus_per_reward_worker=0.5)
+    collect = RayCollector(cfg, ModelConfig(), model, tokenizer, rs, None)
+    try:
+        want, got = local(model, tokenizer, rs), remote(collect, model, tokenizer, rs)
+        assert_same(want, got)
+        assert got.valid.tolist() == want.valid.tolist() and not all(got.valid.tolist())  # some samples failed
+        assert got.reward_errors == want.reward_errors
+        for name in ("len", "odd"):
+            torch.testing.assert_close(got.components[name], want.components[name], equal_nan=True)
+    finally:
+        collect.close()
+
+
+@pytest.mark.slow
+def test_a_reward_worker_without_namespaces_refuses_sandboxed_rewards(local_ray, tiny_model, tokenizer):
+    """The refusal through a real reward actor: its process's sandbox probe is forced to rlimits-only (the backend a
+    machine without user namespaces gets), as a cluster node without them would report."""
+    rs = RewardSet({"code": bind(code_tests_reward, {"timeout": 1.0}), "len": length_reward}, {"code": 1, "len": 1})
+    no_namespaces = {"env_vars": {BACKEND_ENV: "rlimits-only"}}
+    worker = RewardWorker.options(num_cpus=0.1, runtime_env=no_namespaces).remote(rs, 1)
+    try:
+        ro = local(tiny_model(), tokenizer, None)  # unscored samples, as rollout workers send them
+        with pytest.raises(SandboxUnavailableError, match=r"reward worker on .*code.*'rlimits-only'"):
+            ray.get(worker.score.remote(ro))
+    finally:
+        ray.kill(worker, no_restart=True)

@@ -65,6 +65,11 @@ def test_grpo_on_two_ray_workers_equals_the_local_run_and_learns(tmp_path, lengt
     assert_same_run(a, b, [1, 2, 3, 4])
     assert_same_weights(local["model_dir"], ray_run["model_dir"])
     assert b[4]["reward/mean"] > b[1]["reward/mean"]  # it learned: longer answers
+    # scored in a reward worker (the rollout worker returns unscored samples): the same run again
+    over = ("run.backend=ray", "run.rollout_workers=1", "run.reward_workers=1", "run.cpus_per_reward_worker=0.5")
+    scored_apart = grpo.train(grpo_cfg(tmp_path, "ray-rewards", length_reward, *over))
+    assert_same_run(a, by_step(scored_apart["run_dir"]), [1, 2, 3, 4])
+    assert_same_weights(local["model_dir"], scored_apart["model_dir"])
 
 
 class Killed(Exception):
