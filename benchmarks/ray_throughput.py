@@ -3,13 +3,17 @@ the cost of broadcasting weights to the workers against model size (issue 13 ite
 
     python -m benchmarks.ray_throughput [--preset llama-4m] [--prompts 16] [--group 4] [--new-tokens 16]
         [--repeats 3] [--broadcast-presets llama-1m,llama-4m,llama-10m,llama-30m]
+        [--sections collect,broadcast,off_policy] [--off-policy-steps 12] [--off-policy-repeats 2]
 
 Collect: one GRPO-shaped step (``--prompts`` × ``--group`` samples, per-row seeded sampling, temperature 1, a
 length reward) through ``rollout.collect_step`` in this process (torch threads 1 and 2), and through ``RayCollector``
 with 1 and 2 workers of 1 CPU each (weights broadcast included, as in training). Sides interleaved, wall-clock
 median of ``--repeats`` rounds after a warm-up round; every side samples the same tokens (asserted). Broadcast:
 ``ray.put`` of the trainable weights plus every worker loading them (``RolloutWorker.load``), median of 5 after a
-warm-up. Prints one JSON document and markdown tables; ``uptime`` load is recorded beside them.
+warm-up. Off-policy: GRPO runs on 1 Ray rollout worker (1 CPU) with ``run.off_policy_steps`` 0 and 1, alternated
+``--off-policy-repeats`` times; steps/s over steps 2 .. n−1 from the run's own metrics clock (worker start-up, the
+first step and the final evaluation left out). Prints one JSON document and markdown tables; ``uptime`` load is
+recorded beside them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,12 +29,14 @@ import ray
 import torch
 from transformers import AutoModelForCausalLM
 
+import rewardloop.algorithms.grpo as grpo
 from benchmarks.common import machine_info
-from rewardloop.config import GenerationConfig, ModelConfig, RunConfig
+from rewardloop.config import GenerationConfig, ModelConfig, RunConfig, load_config
 from rewardloop.distributed.collector import RayCollector, trainable_weights
 from rewardloop.models import build_tokenizer, count_parameters, preset_config
 from rewardloop.rewards.composite import RewardSet
 from rewardloop.rollout.collect import collect_step
+from rewardloop.runs import read_metrics
 
 
 def length_reward(prompts, completions, **_):
@@ -139,17 +146,52 @@ def broadcast_sides(args, tokenizer) -> list[dict]:
     return table
 
 
+def grpo_steps_per_s(args, off_policy_steps: int, root: str, name: str) -> dict:
+    """One GRPO run on 1 Ray rollout worker; steps/s over steps 2 .. n-1 (the run's metrics clock)."""
+    over = [
+        f"model.preset={args.preset}", "model.device=cpu", "model.max_length=64", "task.n_train=256", "task.n_test=8",
+        f"gen.max_new_tokens={args.new_tokens}", "eval_gen.max_new_tokens=4", f"prompts_per_step={args.prompts}",
+        f"group_size={args.group}", f"steps={args.off_policy_steps}", "eval_every=100000", "eval_size=8",
+        "micro_batch_size=null", "n_samples=0", "run.backend=ray", "run.rollout_workers=1", f"run.root={root}",
+        f"run.name={name}", "run.progress=false", f"run.off_policy_steps={off_policy_steps}",
+    ]  # fmt: skip
+    out = grpo.train(load_config(grpo.GRPOConfig, None, over))
+    t = {r["step"]: r["time"] for r in read_metrics(out["run_dir"]) if "reward/mean" in r}
+    n = args.off_policy_steps
+    return {"steps_per_s": (n - 2) / (t[n - 1] - t[1]), "load": load_avg()}
+
+
+def off_policy_sides(args) -> list[dict]:
+    """steps/s with and without the one-step overlap, alternated runs; the ratio is per pair of runs."""
+    rows = []
+    with tempfile.TemporaryDirectory() as root:
+        for i in range(args.off_policy_repeats):
+            on = grpo_steps_per_s(args, 0, root, f"on-{i}")
+            off = grpo_steps_per_s(args, 1, root, f"off-{i}")
+            rows.append({"round": i, "on_policy_steps_per_s": on["steps_per_s"],
+                         "off_policy_steps_per_s": off["steps_per_s"],
+                         "ratio": off["steps_per_s"] / on["steps_per_s"], "load": off["load"]})  # fmt: skip
+    return rows
+
+
 def markdown(result: dict) -> str:
-    lines = ["| side | s / step | tokens/s | samples/s | × local 1 thread | load |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['side']} | {r['seconds']:.3f} | {r['tokens_per_s']:.0f} | {r['samples_per_s']:.1f} | "
-              f"{r['speedup_vs_local_1_thread']:.2f} | {r['load']} |" for r in result["collect"]]  # fmt: skip
-    lines += [
-        "",
-        "| preset | params | MiB | ray.put s | put + 2 workers load s | MiB/s | load |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    lines += [f"| {r['preset']} | {r['params'] / 1e6:.1f}M | {r['MiB']:.1f} | {r['put_s']:.4f} | "
-              f"{r['put_and_2_workers_load_s']:.4f} | {r['MiB_per_s']:.0f} | {r['load']} |" for r in result["broadcast"]]  # fmt: skip
+    lines = []
+    if "collect" in result:
+        lines += ["| side | s / step | tokens/s | samples/s | × local 1 thread | load |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['side']} | {r['seconds']:.3f} | {r['tokens_per_s']:.0f} | {r['samples_per_s']:.1f} | "
+                  f"{r['speedup_vs_local_1_thread']:.2f} | {r['load']} |" for r in result["collect"]]  # fmt: skip
+    if "broadcast" in result:
+        lines += [
+            "",
+            "| preset | params | MiB | ray.put s | put + 2 workers load s | MiB/s | load |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [f"| {r['preset']} | {r['params'] / 1e6:.1f}M | {r['MiB']:.1f} | {r['put_s']:.4f} | "
+                  f"{r['put_and_2_workers_load_s']:.4f} | {r['MiB_per_s']:.0f} | {r['load']} |" for r in result["broadcast"]]  # fmt: skip
+    if "off_policy" in result:
+        lines += ["", "| round | steps/s on-policy | steps/s one-step off-policy | × | load |", "|---|---|---|---|---|"]
+        lines += [f"| {r['round']} | {r['on_policy_steps_per_s']:.3f} | {r['off_policy_steps_per_s']:.3f} | "
+                  f"{r['ratio']:.2f} | {r['load']} |" for r in result["off_policy"]]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -161,6 +203,9 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--broadcast-presets", default="llama-1m,llama-4m,llama-10m,llama-30m")
+    p.add_argument("--sections", default="collect,broadcast,off_policy")
+    p.add_argument("--off-policy-steps", type=int, default=12, help="GRPO steps per run (≥ 4)")
+    p.add_argument("--off-policy-repeats", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(1)
     # 3 logical CPUs so that the 1- and the 2-worker collectors (1 CPU each) live side by side for interleaved rounds;
@@ -168,9 +213,15 @@ def main() -> None:
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
     tokenizer = build_tokenizer()
     uptime_before = loadavg()
-    result = {"args": vars(args), "machine": machine_info(), "loadavg_before": uptime_before,
-              "collect": collect_sides(args, tokenizer), "broadcast": broadcast_sides(args, tokenizer),
-              "loadavg_after": loadavg()}  # fmt: skip
+    sections = args.sections.split(",")
+    result = {"args": vars(args), "machine": machine_info(), "loadavg_before": uptime_before}
+    if "collect" in sections:
+        result["collect"] = collect_sides(args, tokenizer)
+    if "broadcast" in sections:
+        result["broadcast"] = broadcast_sides(args, tokenizer)
+    if "off_policy" in sections:
+        result["off_policy"] = off_policy_sides(args)
+    result["loadavg_after"] = loadavg()
     ray.shutdown()
     print(json.dumps(result, indent=2))
     print(markdown(result))

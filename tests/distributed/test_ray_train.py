@@ -6,6 +6,8 @@ Slow tier: each Ray run starts two rollout workers (a few seconds each on a busy
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -114,3 +116,18 @@ def test_ppo_shared_critic_on_ray_equals_local(tmp_path, length_reward):
     keys = ("reward/mean", "loss/policy", "loss/value", "kl", "response/length")
     assert_same_run(by_step(local["run_dir"]), by_step(ray_run["run_dir"]), [1, 2], keys)
     assert_same_weights(local["model_dir"], ray_run["model_dir"])
+
+
+def test_one_step_off_policy_on_ray_equals_the_local_off_policy_run_and_learns(tmp_path, length_reward):
+    """Ray overlaps batch k+1's sampling with update k (workers sample a pinned snapshot); the local run draws the same
+    batches in order without overlap — the two must agree, every batch used once, and the run must learn."""
+    off = ("run.off_policy_steps=1",)
+    local = grpo.train(grpo_cfg(tmp_path, "off-local", length_reward, *off))
+    ray_run = grpo.train(grpo_cfg(tmp_path, "off-ray", length_reward, *off, "run.backend=ray"))
+    a, b = by_step(local["run_dir"]), by_step(ray_run["run_dir"])
+    assert_same_run(a, b, [1, 2, 3, 4])
+    assert_same_weights(local["model_dir"], ray_run["model_dir"])
+    assert b[4]["reward/mean"] > b[1]["reward/mean"]  # it learned: longer answers
+    ckpts = ray_run["run_dir"] / "checkpoints"
+    state = json.loads((ckpts / (ckpts / "latest").read_text().strip() / "state.json").read_text())
+    assert state["history"]["groups_drawn"] == 4 * 4  # 4 steps × 4 groups: none lost, none drawn twice

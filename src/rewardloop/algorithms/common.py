@@ -11,6 +11,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -180,6 +181,41 @@ def release(collect: Callable[..., Rollout]) -> None:
     """End a collector's workers at the end of a run (nothing to do for the local ``collect_step``)."""
     if close := getattr(collect, "close", None):
         close()
+
+
+class Experience:
+    """The batches a loop trains on, in order: ``fetch()`` is called once per batch, never more.
+
+    ``off_policy_steps: 0`` — ``next`` fetches batch k (sampled with θ_k, the weights of now) and returns it.
+    ``off_policy_steps: 1`` — ``next`` returns batch k and, when a later step follows, starts batch k+1 with the
+    weights of now (θ_k, before update k), so that batch k+1 is one update stale and the update's ratio is taken
+    against the sampler's log-probs. A collector that can ``pin`` weights (Ray: the workers get a snapshot) samples
+    batch k+1 in a thread while the caller updates the model; the local ``collect_step`` samples with the model
+    itself, so there it is fetched before ``next`` returns (the same batches, no overlap)."""
+
+    def __init__(self, fetch: Callable[[], Any], collect: Callable[..., Rollout], model, off_policy_steps: int):
+        self.fetch, self.collect, self.model, self.ahead = fetch, collect, model, off_policy_steps
+        self.pool = ThreadPoolExecutor(1, "experience") if off_policy_steps and hasattr(collect, "pin") else None
+        self.pending: Future | None = None
+
+    def next(self, more: bool) -> Any:
+        """Batch k; ``more``: a later step follows (off-policy: start its batch now, with the current weights)."""
+        out = self.fetch() if self.pending is None else self.pending.result()
+        if self.pending is not None and self.pool is not None:
+            self.collect.unpin()
+        self.pending = None
+        if self.ahead and more:
+            if self.pool is not None:
+                self.collect.pin(self.model)  # the snapshot the workers sample with while the model updates
+                self.pending = self.pool.submit(self.fetch)
+            else:
+                self.pending = Future()
+                self.pending.set_result(self.fetch())
+        return out
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _eval_summary(ro: Rollout) -> dict[str, Any]:

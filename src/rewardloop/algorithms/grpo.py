@@ -26,6 +26,7 @@ import torch
 from pydantic import Field, model_validator
 
 from rewardloop.algorithms.common import (
+    Experience,
     RLConfig,
     batches,
     clip_and_step,
@@ -277,7 +278,8 @@ def estimate(model, ref_model, ro: Rollout, cfg: GRPOConfig) -> PGBatch:
     T = ro.response_ids.shape[1]
     # The sampler already computed log π_old(a_t|s_t) with the same temperature (equal to a teacher-forced forward up
     # to float error, ~1e-6): reusing them saves one forward over the batch (measured ≈10% of a step, docs/benchmarks.md).
-    if cfg.reuse_sampler_logprobs:
+    # Off-policy (run.off_policy_steps: 1) the batch was sampled one update ago: π_old must be the sampler's, always.
+    if cfg.reuse_sampler_logprobs or cfg.run.off_policy_steps:
         old_logp = ro.logprobs.to(mask.device)
     else:
         old_logp = batched_logprobs(model, ro.input_ids, ro.attention_mask, T, cfg.gen.temperature)
@@ -383,6 +385,14 @@ def train(cfg: GRPOConfig, resume: bool = False, *, model=None, tokenizer=None) 
 
     evaluate = evaluator(cfg, model, tokenizer, task, eval_rewards, env_factory)
     collect = collector(cfg, model, tokenizer, rewards, env_factory)  # local, or Ray rollout workers
+
+    def fetch() -> tuple[Rollout | None, dict, dict]:  # a batch, and the draw counts a checkpoint after it records
+        ro, row = collect_groups(
+            model, tokenizer, next_prompts, rewards, env_factory, cfg, generator, groups_drawn, collect
+        )
+        return ro, row, {"batches_drawn": drawn[0], "groups_drawn": groups_drawn[0]}
+
+    experience = Experience(fetch, collect, model, cfg.run.off_policy_steps)  # off-policy: batch k+1 during update k
     if step == 0:
         history["initial"] = run.log(0, evaluate() | {"params": count_parameters(model)})
     bar = progress(cfg.steps, step, cfg.estimator, cfg.run.progress)
@@ -393,9 +403,7 @@ def train(cfg: GRPOConfig, resume: bool = False, *, model=None, tokenizer=None) 
         # 1. Collect: N prompts × G samples, scored (dynamic sampling refills zero-variance groups).
         t0 = time.perf_counter()
         with amp:
-            ro, row = collect_groups(
-                model, tokenizer, next_prompts, rewards, env_factory, cfg, generator, groups_drawn, collect
-            )
+            ro, row, counts = experience.next(more=step + 1 < cfg.steps)
         t1 = time.perf_counter()
         row |= {"time/collect": t1 - t0}
         if ro is not None:
@@ -429,10 +437,11 @@ def train(cfg: GRPOConfig, resume: bool = False, *, model=None, tokenizer=None) 
         if RunDir.due(step, cfg.steps, cfg.run.save_every):
             state = {
                 "scheduler": sched.state_dict(),
-                "history": history | {"batches_drawn": drawn[0], "groups_drawn": groups_drawn[0]},
+                "history": history | counts,
             }
             run.save_checkpoint(step, {"policy": (model, tokenizer)}, {"policy": opt}, state, {"sample": generator})
     bar.close()
+    experience.close()
     release(collect)  # ends the Ray workers, if any
     return finish_policy_run(run, model, tokenizer, cfg.model.lora, history, "eval/accuracy")
 
