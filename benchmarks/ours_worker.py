@@ -5,6 +5,8 @@ Spec: {"algo": "grpo" | "ppo", "model_dir", "steps", "seed", "threads", "out_dir
 "epochs", "kl_coef", "vf_coef", "reward_dir" (a rewardloop reward model; default: the arithmetic exact match)};
 optional "bf16" (model.autocast = bfloat16) and "gradient_checkpointing" (both off by default, as in rewardloop),
 GRPO "micro_batch_size" (default: the whole batch in one forward/backward).
+Or a preset: {"algo", "config" (a YAML under configs/), "overrides" (dotted, as on the command line), "seed",
+"threads", "out_dir"}: the algorithm's ``train`` on that config exactly as ``rewardloop <algo> --config`` runs it.
 Step time = the sum of the phase times the algorithm logs (time/*): evaluation, logging and checkpoints are outside.
 """
 
@@ -101,6 +103,18 @@ def run_ppo(spec: dict) -> dict:
     return train(cfg)
 
 
+def run_preset(spec: dict) -> dict:
+    """``rewardloop <algo> --config <config> <overrides>``, in this process (timed like the other modes)."""
+    from rewardloop.algorithms import grpo, ppo
+    from rewardloop.config import load_config
+
+    algo = grpo if spec["algo"] == "grpo" else ppo
+    config_class = grpo.GRPOConfig if algo is grpo else ppo.PPOConfig
+    patch_module_clock(algo)
+    run = [f"run.root={spec['out_dir']}", f"run.seed={spec['seed']}", "run.progress=false", "model.device=cpu"]
+    return algo.train(load_config(config_class, spec["config"], [*run, *spec.get("overrides", [])]))
+
+
 def phase_times(rows: list[dict]) -> dict[str, list[float]]:
     """{phase: [seconds per step]} from the logged ``time/<phase>`` metrics."""
     phases: dict[str, list[float]] = {}
@@ -115,7 +129,8 @@ def main() -> None:
     spec = read_spec()
     setup_torch(spec.get("threads"), spec["seed"])
     record_peak_before_saving()
-    result = run_grpo(spec) if spec["algo"] == "grpo" else run_ppo(spec)
+    run = run_preset if "config" in spec else run_grpo if spec["algo"] == "grpo" else run_ppo
+    result = run(spec)
     rows = [json.loads(line) for line in (Path(result["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
     if not spec.get("keep_run"):  # checkpoints of 30M models with optimizer state add up to GBs over a full run
         shutil.rmtree(result["run_dir"], ignore_errors=True)

@@ -47,6 +47,8 @@ MODES: dict[str, dict[str, Any]] = {
             "eval_size": 100,
             "seeds": [0, 1, 2],
         },
+        # (e) clean start (benchmarks/learning_clean.py): the task's presets as they are, 3 RL seeds
+        "clean": {"task": "strings", "seeds": [0, 1, 2], "sft_seeds": [0, 0, 0], "evals": 4, "steps": None},
         "scale": {
             "sizes": ["qwen2-1m", "qwen2-4m", "qwen2-10m", "qwen2-30m"],
             "lengths": [32, 128, 256],
@@ -70,6 +72,7 @@ MODES: dict[str, dict[str, Any]] = {
             "eval_size": 50,
             "seeds": [0],
         },
+        "clean": {"task": "strings", "seeds": [0], "sft_seeds": [0], "evals": 2, "steps": {"grpo": 20, "ppo": 10}},
         "scale": {"sizes": ["qwen2-1m", "qwen2-4m"], "lengths": [16, 32], "groups": [4, 8], "N": 2, "steps": 1},
     },
     "smoke": {
@@ -86,6 +89,13 @@ MODES: dict[str, dict[str, Any]] = {
             "eval_every": 1,
             "eval_size": 4,
             "seeds": [0],
+        },
+        "clean": {
+            "task": "strings",
+            "seeds": [0],
+            "sft_seeds": [0],
+            "evals": 1,
+            "steps": {"sft": 2, "grpo": 1, "ppo": 1},
         },
         "scale": {"sizes": ["qwen2-1m"], "lengths": [4], "groups": [2], "N": 2, "steps": 1},
     },
@@ -339,10 +349,16 @@ def section_e(r: Runner, m: dict) -> dict:
             curves["TRL GRPO"].append(r.worker("trl_grpo_worker", spec, "trl"))
     if not curves["TRL GRPO"]:
         curves["TRL GRPO"] = [{"skipped": "benchmarks/.venv-trl missing"}]
+    from benchmarks.learning_clean import run as clean_start  # imports this module: not at the top
+
+    clean = m["clean"]
     return {
         "base": str(base),
         "hyper": {k: v for k, v in common.items() if k not in ("data", "out_dir")},
         "curves": {k: [c.get("curve", c) for c in v] for k, v in curves.items()},
+        "clean": clean_start(
+            r, clean["task"], clean["seeds"], clean["sft_seeds"], clean["evals"], steps=clean["steps"]
+        ),
     }
 
 
@@ -463,6 +479,12 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "results.json").write_text(json.dumps(latest | {"targets": results["targets"]}, indent=1))
     if not args.no_docs:
         write_docs(results, ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "benchmarks")
+        if "e" in results:  # (e)'s clean-start part has its own block
+            from benchmarks.learning_clean import publish
+
+            meta = results["e"]["_meta"]
+            info = {k: results[k] for k in ("command", "date", "machine")}
+            publish(results["e"]["clean"] | info | {"seconds": meta["seconds"], "load": meta["load_avg_1m"]})
     print(json.dumps(results, indent=1))
     return results
 

@@ -3,7 +3,9 @@
 Spec: {"model_dir", "data" (JSON file with "train"/"test" rows {prompt, answer}), "prompts_per_step" N,
 "group_size" G, "max_new_tokens", "beta", "lr", "steps", "seed", "threads", "eval_every" (0 = never),
 "eval_size", "eval_tokens", "out_dir", optional "bf16" (default false) and "gradient_checkpointing" (default true,
-TRL's own default)}. One optimizer step per generation batch of N·G completions (TRL: per_device_train_batch_size
+TRL's own default), "temperature" (default 1.0), "warmup_steps" (default 0), "epsilon" / "epsilon_high" (the clip
+range, default TRL's 0.2 / none), "cpu_budget" (stop once the timed steps reach this many seconds: with
+BENCH_CLOCK=cpu, CPU-seconds; evaluated there)}. One optimizer step per generation batch of N·G completions (TRL: per_device_train_batch_size
 = N·G, gradient_accumulation_steps = steps_per_generation = 1), CPU.
 Step time = on_step_begin → on_step_end (generation + scoring + reference + update); greedy evaluation runs
 outside that window and is not counted.
@@ -42,8 +44,9 @@ def greedy_accuracy(model, tok, rows: list[dict], max_new_tokens: int, batch_siz
 class Clock(TrainerCallback):
     """Per-step wall time, and greedy test accuracy every ``eval_every`` steps against training seconds so far."""
 
-    def __init__(self, tok, test_rows, eval_every: int, eval_tokens: int) -> None:
+    def __init__(self, tok, test_rows, eval_every: int, eval_tokens: int, budget: float | None = None) -> None:
         self.tok, self.test_rows, self.eval_every, self.eval_tokens = tok, test_rows, eval_every, eval_tokens
+        self.budget = budget
         self.step_times: list[float] = []
         self.curve: list[dict] = []
         self._t0 = 0.0
@@ -53,7 +56,10 @@ class Clock(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kw):
         self.step_times.append(clock() - self._t0)
-        if self.eval_every and state.global_step % self.eval_every == 0:
+        over = self.budget is not None and sum(self.step_times) >= self.budget
+        if over:
+            control.should_training_stop = True
+        if (self.eval_every and state.global_step % self.eval_every == 0) or over:
             self.evaluate(model, state.global_step)
 
     def evaluate(self, model, step: int) -> None:
@@ -79,14 +85,16 @@ def main() -> None:
         gradient_accumulation_steps=1,
         num_generations=G,
         max_completion_length=spec["max_new_tokens"],
-        temperature=1.0,
+        temperature=spec.get("temperature", 1.0),
         top_k=0,
         top_p=1.0,
         beta=spec["beta"],
         loss_type="dapo",
+        epsilon=spec.get("epsilon", 0.2),
+        epsilon_high=spec.get("epsilon_high"),
         learning_rate=spec["lr"],
-        lr_scheduler_type="constant",
-        warmup_steps=0,
+        lr_scheduler_type="constant_with_warmup",  # = constant when warmup_steps is 0
+        warmup_steps=spec.get("warmup_steps", 0),
         adam_beta1=0.9,
         adam_beta2=0.95,
         weight_decay=0.0,
@@ -102,7 +110,8 @@ def main() -> None:
     def reward(prompts, completions, answer, **_):
         return exact_match(completions, answer)
 
-    clock = Clock(tok, data["test"][: spec.get("eval_size", 100)], spec.get("eval_every", 0), spec["eval_tokens"])
+    test_rows = data["test"][: spec.get("eval_size", 100)]
+    clock = Clock(tok, test_rows, spec.get("eval_every", 0), spec["eval_tokens"], spec.get("cpu_budget"))
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward,
