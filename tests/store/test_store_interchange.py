@@ -19,8 +19,8 @@ from rewardloop.store.interchange import (
     argilla_user,
     companion,
     export_tasks,
-    import_tasks,
 )
+from rewardloop.store.interchange_read import import_tasks
 
 CHAT = [{"role": "user", "content": "name a colour"}]
 

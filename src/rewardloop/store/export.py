@@ -13,7 +13,7 @@ A chat interaction exports ``prompt`` as its message list and the completion as 
 (TRL's conversational format); a completion interaction exports plain text.
 
 ``labelstudio`` and ``argilla`` export the store as annotation tasks, and ``action=import`` (``--in FILE``) reads
-those tools' exports back into the store (rewardloop.store.interchange).
+those tools' exports back into the store (rewardloop.store.interchange_read).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from pydantic import Field
 
 from rewardloop.config import ConfigError, Section
 from rewardloop.data import save_jsonl
-from rewardloop.store.interchange import export_tasks, import_tasks
+from rewardloop.store.interchange import export_tasks
+from rewardloop.store.interchange_read import import_tasks
 from rewardloop.store.store import Store
 
 Format = Literal["pairs", "kto", "ratings", "sft", "engagement", "labelstudio", "argilla"]
