@@ -84,3 +84,17 @@ def test_demonstrations_follow_the_rollout_layout(tokenizer):
         assert tokenizer.eos_token_id in tokenizer(row["prompt"])["input_ids"] or earlier == 0
     last = [r for r in rows if r["completion"].startswith(" buy")]
     assert len(last) == 20
+
+
+def test_dialogue_task_rows_are_held_out_turns_scored_by_their_best_action():
+    from rewardloop.envs.tasks import TaskConfig, load_task
+
+    task = load_task(TaskConfig(name="dialogue", n_train=30, n_test=10))
+    assert len(task.test) >= 10 and all(r["answer"] == r["completion"].strip() for r in task.test)
+    assert task.train == load_task(TaskConfig(name="dialogue", n_train=30, n_test=10)).train  # seeded
+    assert task.train != load_task(TaskConfig(name="dialogue", n_train=30, n_test=10, seed=1)).train
+    first_turns = [r for r in task.test if "<eos>" not in r["prompt"]]
+    assert len(first_turns) == 10  # one first turn per held-out conversation
+    best = [r["answer"] for r in task.test]
+    assert task.score(task.test, best) == [1.0] * len(best)
+    assert task.score(task.test[:1], ["buy nothing"]) == [0.0]

@@ -80,3 +80,17 @@ def demonstrations(seeds: range, eos: str = "<eos>") -> list[dict[str, str]]:
             obs, _, _, _ = env.step(action)
             so_far += " " + action + eos + (obs or "")
     return rows
+
+
+TEST_SEEDS = 1_000_000  # held-out conversations (and RL evaluation episodes) start here, far from training seeds
+
+
+def dialogue_splits(seed: int, n_train: int, n_test: int) -> tuple[list[dict], list[dict]]:
+    """``task.name: dialogue``: SFT rows (one per policy turn, ``answer`` = the best action) of ``n_train`` training
+    conversations and ``n_test`` held-out ones; ``seed`` offsets both ranges."""
+    base = seed * 10 * (n_train + n_test)
+    train = demonstrations(range(base, base + n_train))
+    test = demonstrations(range(TEST_SEEDS + base, TEST_SEEDS + base + n_test))
+    return [r | {"answer": r["completion"].strip()} for r in train], [
+        r | {"answer": r["completion"].strip()} for r in test
+    ]

@@ -2,7 +2,8 @@
 
 A task is train/test rows (``prompt``, ``completion`` for SFT, plus columns such as ``answer``), the reward function
 that scores completions, and an evaluation metric name. Built-ins: ``arithmetic``, ``reviews``, ``code``,
-``strings``, ``summarise``, ``translate``; or ``name: dataset`` with ``path`` (JSONL / Parquet / ``hf:``) and
+``strings``, ``summarise``, ``translate``, ``dialogue`` (SFT rows of the best conversations with the simulated
+shopper; RL runs on the environment itself, ``env: rewardloop.envs.dialogue:ShopperEnv``); or ``name: dataset`` with ``path`` (JSONL / Parquet / ``hf:``) and
 ``reward`` (built-in name or plug-in path).
 """
 
@@ -19,7 +20,9 @@ from rewardloop.rewards.registry import RewardFn, resolve_reward
 
 
 class TaskConfig(Section):
-    name: Literal["arithmetic", "reviews", "code", "strings", "summarise", "translate", "dataset"] = "arithmetic"
+    name: Literal["arithmetic", "reviews", "code", "strings", "summarise", "translate", "dialogue", "dataset"] = (
+        "arithmetic"
+    )
     seed: int = 0
     n_train: int = Field(4000, ge=1)
     n_test: int = Field(200, ge=1)
@@ -147,6 +150,12 @@ def load_task(cfg: TaskConfig, kind: str = "prompt", tokenizer=None, max_length:
 
         train, test = make_translate_splits(cfg.seed, cfg.n_train, cfg.n_test, cfg.adjective_rate)
         rows_train, rows_test, reward = _from_examples(train), _from_examples(test), chrf
+    elif cfg.name == "dialogue":
+        from rewardloop.envs.dialogue import dialogue_splits
+        from rewardloop.rewards.builtin import exact_match
+
+        rows_train, rows_test = dialogue_splits(cfg.seed, cfg.n_train, cfg.n_test)
+        reward = exact_match  # each row is one turn: its best action
     elif cfg.name == "code":
         from rewardloop.envs.code import make_code_splits
         from rewardloop.rewards.code_tests import code_tests_reward
