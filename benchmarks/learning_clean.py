@@ -53,6 +53,7 @@ def sft_model(r: Runner, task: str, seed: int, steps: int | None = None) -> tupl
     meta = target / "sft_result.json"
     if meta.exists():
         return target, json.loads(meta.read_text())["accuracy"]
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rewardloop.algorithms import sft
@@ -62,6 +63,7 @@ def sft_model(r: Runner, task: str, seed: int, steps: int | None = None) -> tupl
     run = [f"run.root={r.out / 'runs'}", f"run.name={target.name}", f"run.seed={seed}", "run.progress=false"]
     sizes = [f"steps={steps}", f"eval_every={steps}", "model.device=cpu"]
     cfg = load_config(sft.SFTConfig, CONFIGS / "sft" / f"{task}.yaml", [*run, *sizes])
+    torch.set_num_threads(r.threads)  # in this process: as many threads as the workers
     res = sft.train(cfg)
     d = Path(res["model_dir"])
     save_model(AutoModelForCausalLM.from_pretrained(d), AutoTokenizer.from_pretrained(d), target)
@@ -103,8 +105,11 @@ def trl_spec(task: str, eval_every: int) -> dict[str, Any]:
     }
 
 
-def one_seed(r: Runner, task: str, seed: int, sft_seed: int, steps: dict[str, int]) -> dict[str, dict]:
-    """rewardloop GRPO, rewardloop PPO, then TRL GRPO at the larger of their training CPU-seconds, from one SFT model."""
+def one_seed(
+    r: Runner, task: str, seed: int, sft_seed: int, steps: dict[str, int], budget: float | None = None
+) -> dict[str, dict]:
+    """rewardloop GRPO and PPO side by side, and TRL GRPO stopped at ``budget`` training CPU-seconds — beside them —
+    or, without a budget, after them at the larger of their training CPU-seconds; all from one SFT model."""
     model, _ = sft_model(r, task, sft_seed, steps["sft"])
     every = {a: max(1, steps[a] // steps["evals"]) for a in ("grpo", "ppo")}
 
@@ -114,33 +119,43 @@ def one_seed(r: Runner, task: str, seed: int, sft_seed: int, steps: dict[str, in
         spec = {"algo": algo, "config": str(CONFIGS / algo / f"{task}.yaml"), "overrides": overrides}
         return r.worker("ours_worker", {**spec, "seed": seed, "out_dir": str(r.out / "runs")})
 
-    with ThreadPoolExecutor(max_workers=2) as pool:  # GRPO and PPO side by side (one thread each)
-        out = dict(zip(METHODS[:2], pool.map(ours, ("grpo", "ppo")), strict=True))
-    budget = max((x["curve"][-1]["train_seconds"] for x in out.values() if "curve" in x), default=None)
-    if not r.have("trl"):
-        out["TRL GRPO"] = {"skipped": "benchmarks/.venv-trl missing: run `bash benchmarks/setup_trl_envs.sh`"}
-    elif budget is None:
-        out["TRL GRPO"] = {"skipped": "both rewardloop runs failed: no CPU budget to match"}
-    else:
+    def trl(seconds: float | None) -> dict:
+        if not r.have("trl"):
+            return {"skipped": "benchmarks/.venv-trl missing: run `bash benchmarks/setup_trl_envs.sh`"}
+        if seconds is None:
+            return {"skipped": "both rewardloop runs failed: no CPU budget to match"}
         spec = trl_spec(task, every["grpo"]) | {"model_dir": str(model), "data": str(task_rows(r, task))}
-        spec |= {"seed": seed, "cpu_budget": budget, "out_dir": str(r.out / "runs" / f"trl-{task}-seed{seed}")}
-        out["TRL GRPO"] = r.worker("trl_grpo_worker", spec, "trl")
-    return out
+        spec |= {"seed": seed, "cpu_budget": seconds, "out_dir": str(r.out / "runs" / f"trl-{task}-seed{seed}")}
+        return r.worker("trl_grpo_worker", spec, "trl")
+
+    with ThreadPoolExecutor(max_workers=3) as pool:  # one thread each
+        trl_run = pool.submit(trl, budget) if budget else None
+        out = dict(zip(METHODS[:2], pool.map(ours, ("grpo", "ppo")), strict=True))
+    done = max((x["curve"][-1]["train_seconds"] for x in out.values() if "curve" in x), default=None)
+    return out | {"TRL GRPO": trl_run.result() if trl_run else trl(done)}
 
 
 def run(
-    r: Runner, task: str, seeds: list[int], sft_seeds: list[int], evals: int, jobs: int = 1, steps: dict | None = None
+    r: Runner,
+    task: str,
+    seeds: list[int],
+    sft_seeds: list[int],
+    evals: int,
+    jobs: int = 1,
+    steps: dict | None = None,
+    budget: float | None = None,
 ) -> dict[str, Any]:
     """Every method × seed (``jobs`` seeds at a time: each worker's CPU time is its own process's);
     {"sft": {sft seed: accuracy}, "runs": {method: [worker result per seed]}, "hyper": ...}. ``steps`` ({"sft",
-    "grpo", "ppo"}) replaces the presets' step counts (the smoke mode)."""
+    "grpo", "ppo"}) replaces the presets' step counts (the smoke mode); ``budget``: TRL's CPU-seconds, fixed (it then
+    runs beside rewardloop instead of after it)."""
     steps = {a: preset(a, task).steps for a in ("sft", "grpo", "ppo")} | (steps or {}) | {"evals": evals}
     sft_acc = {s: sft_model(r, task, s, steps["sft"])[1] for s in dict.fromkeys(sft_seeds)}  # before the pool
     task_rows(r, task)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        per_seed = list(pool.map(lambda s: one_seed(r, task, *s, steps), zip(seeds, sft_seeds, strict=True)))
+        per_seed = list(pool.map(lambda s: one_seed(r, task, *s, steps, budget), zip(seeds, sft_seeds, strict=True)))
     runs = {m: [x[m] for x in per_seed] for m in METHODS}
-    hyper = trl_spec(task, max(1, steps["grpo"] // evals)) | {"steps": steps}
+    hyper = trl_spec(task, max(1, steps["grpo"] // evals)) | {"steps": steps, "budget": budget}
     return {"task": task, "seeds": seeds, "sft_seeds": sft_seeds, "sft": sft_acc, "runs": runs, "hyper": hyper}
 
 
@@ -194,6 +209,7 @@ def block(res: dict, img: str | None) -> str:
     top = max(budgets, default=0.0)
     marks = [round(top * k / 4) for k in (1, 2, 3)]
     h, m = res["hyper"], res["machine"]
+    stop = f"{h['budget']:g} training CPU-seconds" if h.get("budget") else "the larger rewardloop run's training CPU-s"
     sft_acc = {int(k): v for k, v in res["sft"].items()}  # JSON keys are strings
     sft = ", ".join(f"SFT seed {s}: {sft_acc[s]:.3f}" for s in dict.fromkeys(res["sft_seeds"]))
     text = (
@@ -204,7 +220,7 @@ def block(res: dict, img: str | None) -> str:
         f"`configs/ppo/{res['task']}.yaml` ({h['steps']['grpo']} / {h['steps']['ppo']} steps, `run.seed` = RL seed). TRL GRPOTrainer with the GRPO preset's "
         f"{h['prompts_per_step']} prompts × {h['group_size']}, lr {h['lr']} ({h['warmup_steps']} warm-up steps), "
         f"T {h['temperature']}, β {h['beta']}, clip [{h['epsilon']}, {h['epsilon_high']}], ≤ {h['max_new_tokens']} "
-        f"new tokens, stopped at the larger rewardloop run's training CPU-seconds of the same seed. Accuracy on "
+        f"new tokens, stopped at {stop}. Accuracy on "
         f'{h["eval_size"]} held-out problems; seconds = training CPU-seconds (evaluation excluded); "at N s" = the '
         f"last evaluation within N training CPU-seconds.\n\n"
     )
@@ -247,6 +263,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--sft-seeds", default=None, help="the SFT model's run.seed per RL seed (default: the RL seeds; one = shared)"
     )
+    ap.add_argument(
+        "--budget", type=float, default=None, help="TRL's training CPU-seconds (default: the rewardloop runs' larger)"
+    )
     ap.add_argument("--jobs", type=int, default=1, help="seeds run at the same time (one thread each)")
     ap.add_argument("--evals", type=int, default=4, help="evaluations per rewardloop run (besides step 0)")
     ap.add_argument("--out", default=str(BENCH / "out"), help="work directory (models, runs, results)")
@@ -265,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
     r = Runner(out, threads=1, timeout=args.timeout, verbose=not args.quiet, clock="cpu")
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     steps = {"sft": 2, "grpo": 2, "ppo": 2} if args.smoke else None
-    res = run(r, args.task, seeds, sft_seeds, 1 if args.smoke else args.evals, args.jobs, steps)
+    res = run(r, args.task, seeds, sft_seeds, 1 if args.smoke else args.evals, args.jobs, steps, args.budget)
     res |= {
         "command": "python -m benchmarks.learning_clean " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
