@@ -10,7 +10,8 @@ Actions (one per turn, the first line of the generated text): ``ask item``, ``as
 {item}``. Reward, given when the episode ends: 1 − ``turn_cost`` · (turns − 1) for buying the goal, 0 for buying
 anything else, for running out of ``max_turns``, or for an action the user does not understand (she answers
 ``sorry ?`` and the turn is spent). So the best policy asks exactly for what the opening left out — conversation flow,
-not only the final answer, is rewarded. Every word is one token of the built-in tokenizer.
+not only the final answer, is rewarded. Products and qualities are one token each in the built-in tokenizer; the
+other words are not (`` ask quality`` + EOS is 9 tokens), so give generation ``max_new_tokens: 10``.
 
 Use it as the environment of an RL run (``env: rewardloop.envs.dialogue:ShopperEnv`` with ``max_turns: 3``): the
 factory is called with ``seed=``; evaluation runs on held-out seeds. ``demonstrations`` gives SFT rows for a warm
