@@ -1,13 +1,14 @@
 """``rewardloop quickstart``: the whole loop on a laptop CPU in a few minutes.
 
 1. build the project's tokenizer and a tiny Llama (≈1M parameters) — nothing is downloaded;
-2. SFT on ``arithmetic`` (``37+48=`` → ``85``): the maximum-likelihood baseline. Its demonstrations are imperfect —
-   70% are written carelessly as ``85.`` — so SFT learns the sums *and* the careless habit;
-3. PPO from the SFT model with the verifiable exact-match reward, which only accepts ``85``: RL has to find and
-   reinforce the rewarded behaviour on training prompts, and it carries over to held-out test problems;
+2. SFT on ``strings`` (``reverse: c a t d =`` → ``d t a c``) from clean demonstrations: the maximum-likelihood
+   baseline, stopped early (120 steps) as a model trained on limited data would be;
+3. PPO from the SFT model with the verifiable exact-match reward: RL improves the model's own attempts at reversing
+   training strings, and the gain carries over to held-out strings — nothing about the format is left to fix;
 4. print test accuracy before and after RL, and where the run, its plots and the models are.
 
-Every stage is the ordinary command underneath (``rewardloop sft`` / ``rewardloop ppo``); override any field with
+Every stage is the ordinary command underneath (``rewardloop sft`` / ``rewardloop ppo``, the presets
+configs/sft/strings.yaml and configs/ppo/strings.yaml); override any field with
 ``rewardloop quickstart sft.steps=300 ppo.steps=20``.
 """
 
@@ -23,29 +24,31 @@ from rewardloop.algorithms.sft import SFTConfig
 from rewardloop.config import GenerationConfig, ModelConfig, OptimConfig, RunConfig, Section, load_config
 from rewardloop.envs.tasks import TaskConfig
 
-# 70% of the SFT demonstrations are careless ("85." instead of "85"); the exact-match reward accepts only "85".
-TASK = TaskConfig(name="arithmetic", n_train=4000, n_test=200, digits=(1, 2), ops=["+"], demo_error=0.7)
+# reverse 3–6 letters from a–j; clean demonstrations; exact match on held-out strings
+TASK = TaskConfig(name="strings", n_train=4000, n_test=200, string_ops=["reverse"], string_length=(3, 6))
 
 
 class QuickstartConfig(Section):
     root: str = "runs"
     name: str | None = Field(None, description="run directory name (default: quickstart-<timestamp>)")
     sft: SFTConfig = SFTConfig(
-        model=ModelConfig(preset="llama-1m"),
+        model=ModelConfig(preset="llama-1m", max_length=32),
         task=TASK,
         optim=OptimConfig(lr=3e-3, warmup_steps=50, schedule="cosine"),
-        steps=1500,
+        gen=GenerationConfig(max_new_tokens=8, temperature=0.0),
+        steps=120,
         batch_size=64,
-        eval_every=500,
+        eval_every=40,
     )
     ppo: PPOConfig = PPOConfig(
         model=ModelConfig(max_length=32),
         task=TASK,
-        gen=GenerationConfig(max_new_tokens=6, temperature=1.0),
-        eval_gen=GenerationConfig(max_new_tokens=6, temperature=0.0),
-        optim=OptimConfig(lr=3e-5, warmup_steps=5),
+        gen=GenerationConfig(max_new_tokens=8, temperature=0.5),
+        eval_gen=GenerationConfig(max_new_tokens=8, temperature=0.0),
+        optim=OptimConfig(lr=1e-4, warmup_steps=5),
         critic_optim=OptimConfig(lr=1e-3, warmup_steps=5),
-        steps=80,
+        critic="separate",
+        steps=120,
         batch_size=64,
         mini_batch_size=32,
         micro_batch_size=32,
@@ -53,7 +56,7 @@ class QuickstartConfig(Section):
         lam=1.0,
         kl_coef=0.02,
         target_kl=0.1,
-        eval_every=20,
+        eval_every=30,
     )
 
 
@@ -64,15 +67,15 @@ def quickstart(overrides: list[str] | None = None) -> dict:
     t0 = time.time()
     print(f"rewardloop quickstart → {root}")
     print(
-        f"[1/2] SFT: a tiny {cfg.sft.model.preset} learns 1–2 digit addition from demonstrations, "
-        f"{cfg.sft.task.demo_error:.0%} of them carelessly written '85.' ({cfg.sft.steps} steps)"
+        f"[1/2] SFT: a tiny {cfg.sft.model.preset} learns to reverse strings of letters from clean demonstrations "
+        f"({cfg.sft.steps} steps, stopped early)"
     )
     sft_cfg = cfg.sft.model_copy(update={"run": RunConfig(root=str(root), name="sft", seed=cfg.sft.run.seed)})
     from rewardloop.algorithms import ppo, sft
 
     base = sft.train(sft_cfg)
     before = base["final"]["eval/accuracy"]
-    print(f"      SFT test accuracy (exact match on held-out problems): {before:.1%}  ({time.time() - t0:.0f}s)")
+    print(f"      SFT test accuracy (exact match on held-out strings): {before:.1%}  ({time.time() - t0:.0f}s)")
 
     print(f"[2/2] PPO from the SFT model, reward = exact match ({cfg.ppo.steps} steps × {cfg.ppo.batch_size} episodes)")
     ppo_cfg = cfg.ppo.model_copy(
@@ -88,11 +91,12 @@ def quickstart(overrides: list[str] | None = None) -> dict:
     from rewardloop.report import report
 
     report(root)
+    value = root / "ppo" / "final" / "value"
     print(
         f"\nrun directory : {root}\n"
         f"plots         : {root}/sft/plots, {root}/ppo/plots  (rewardloop report {root})\n"
         f"SFT model     : {base['model_dir']}\n"
         f"PPO policy    : {rl.get('model_dir', root / 'ppo' / 'final' / 'policy')}\n"
-        f"critic        : {root / 'ppo' / 'final' / 'value'}  (rewardloop value {root / 'ppo' / 'final' / 'value'} '12+30=')"
+        f"critic        : {value}  (rewardloop value {value} 'reverse: c a b d =')"
     )
     return {"sft": base, "ppo": rl, "before": before, "after": after, "run_dir": root}
