@@ -131,6 +131,11 @@ class RunConfig(Section):
         0, ge=0, description="Ray reward workers (actors) that score the samples; 0 = score inside the rollout workers"
     )
     cpus_per_reward_worker: float = Field(1.0, gt=0.0, description="CPUs Ray reserves for each reward worker")
+    learner: Literal["driver", "actor"] = Field(
+        "driver", description="where estimate + update run: in this process, or in a Ray learner actor (GRPO family)"
+    )
+    learner_cpus: float = Field(1.0, gt=0.0, description="CPUs Ray reserves for the learner actor")
+    learner_gpus: float = Field(0.0, ge=0.0, description="GPUs of the learner actor (> 0: it trains on CUDA)")
     off_policy_steps: Literal[0, 1] = Field(
         0,
         description="1: sample batch k+1 with the weights batch k's update starts from, overlapping that update "
@@ -156,8 +161,13 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _ray_only_fields(self) -> RunConfig:
-        for name, value in (("reward_workers", self.reward_workers), ("rollout_backend", self.rollout_backend)):
-            if self.backend != "ray" and value not in (0, "hf"):
+        ray_only = (
+            ("reward_workers", self.reward_workers),
+            ("rollout_backend", self.rollout_backend),
+            ("learner", self.learner),
+        )
+        for name, value in ray_only:
+            if self.backend != "ray" and value not in (0, "hf", "driver"):
                 raise ValueError(f"run.{name}={value!r} needs run.backend='ray' (got {self.backend!r})")
         return self
 

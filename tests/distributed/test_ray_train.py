@@ -131,3 +131,23 @@ def test_one_step_off_policy_on_ray_equals_the_local_off_policy_run_and_learns(t
     ckpts = ray_run["run_dir"] / "checkpoints"
     state = json.loads((ckpts / (ckpts / "latest").read_text().strip() / "state.json").read_text())
     assert state["history"]["groups_drawn"] == 4 * 4  # 4 steps × 4 groups: none lost, none drawn twice
+
+
+def test_grpo_with_a_learner_actor_equals_the_driver_learner_run(tmp_path, length_reward):
+    """Estimate + update in a Ray learner actor (grpo.learn, run there): same metrics, weights and optimizer state
+    (what --resume restores) as the run whose driver is the learner."""
+    driver = grpo.train(grpo_cfg(tmp_path, "driver", length_reward))
+    over = ("run.backend=ray", "run.rollout_workers=1", "run.learner=actor")
+    actor = grpo.train(grpo_cfg(tmp_path, "actor", length_reward, *over))
+    a, b = by_step(driver["run_dir"]), by_step(actor["run_dir"])
+    assert_same_run(a, b, [1, 2, 3, 4])
+    assert_same_weights(driver["model_dir"], actor["model_dir"])
+    assert b[4]["reward/mean"] > b[1]["reward/mean"]  # it learned: longer answers
+
+    def adam_moments(run_dir) -> list[torch.Tensor]:
+        ckpts = run_dir / "checkpoints"
+        state = torch.load(ckpts / (ckpts / "latest").read_text().strip() / "optim-policy.pt")["state"]
+        return [state[i][k] for i in sorted(state) for k in ("exp_avg", "exp_avg_sq")]
+
+    for x, y in zip(adam_moments(driver["run_dir"]), adam_moments(actor["run_dir"]), strict=True):
+        torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-4)

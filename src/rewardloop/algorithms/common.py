@@ -159,6 +159,15 @@ def experience_sources(cfg: RLConfig, task: Task, device) -> tuple[RewardSet, Re
 # distributed/ sits above algorithms (Ray Tune runs trainers), so the Ray backend is found by name at run time, as a
 # plug-in reward is: algorithms never imports ray or rewardloop.distributed.
 RAY_COLLECTOR = "rewardloop.distributed.collector:RayCollector"
+RAY_LEARNER = "rewardloop.distributed.learner:ActorLearner"
+
+
+def _ray_backend(path: str, what: str):
+    module, _, name = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(f"{what} needs ray ({e}): pip install 'rewardloop[ray]'") from e
 
 
 def collector(
@@ -169,12 +178,18 @@ def collector(
     copies of ``model``, ``tokenizer``, ``rewards`` and ``env_factory`` (docs/guides/distributed.md)."""
     if cfg.run.backend == "local":
         return collect_step
-    module, _, name = RAY_COLLECTOR.partition(":")
-    try:
-        make = getattr(importlib.import_module(module), name)
-    except ModuleNotFoundError as e:
-        raise ModuleNotFoundError(f"run.backend='ray' needs ray ({e}): pip install 'rewardloop[ray]'") from e
+    make = _ray_backend(RAY_COLLECTOR, "run.backend='ray'")
     return make(cfg.run, cfg.model, model, tokenizer, rewards, env_factory)
+
+
+def make_learner(cfg: RLConfig, learn: Callable, model, ref_model, opt, sched) -> Callable:
+    """The run's learner, with ``learn``'s signature (model, ref_model, opt, sched, ro, cfg) → (estimate, stats):
+    ``learn`` itself for ``run.learner: driver``; for ``actor``, an ``ActorLearner`` running it in a Ray actor that
+    holds copies of the policy, reference and optimizer and copies the results back (docs/guides/distributed.md)."""
+    if cfg.run.learner == "driver":
+        return learn
+    make = _ray_backend(RAY_LEARNER, "run.learner='actor'")
+    return make(cfg, learn, model, ref_model, opt, sched)
 
 
 def release(collect: Callable[..., Rollout]) -> None:

@@ -35,6 +35,7 @@ from rewardloop.algorithms.common import (
     experience_sources,
     finish_policy_run,
     guard_numerics,
+    make_learner,
     make_optimizer,
     policy_from,
     progress,
@@ -332,6 +333,17 @@ def update(model, opt, sched, ro: Rollout, est: PGBatch, cfg: GRPOConfig) -> dic
     return {k: sum(v) / len(v) for k, v in stats.items()}
 
 
+def learn(model, ref_model, opt, sched, ro: Rollout, cfg: GRPOConfig) -> tuple[PGBatch, dict[str, float]]:
+    """Steps 2–3 on one batch, what a learner (this process, or a Ray learner actor) runs: estimate, then update.
+    Returns the estimate and the update's statistics with the two steps' times."""
+    t0 = time.perf_counter()
+    with mixed_precision(cfg.model, ro.input_ids.device):
+        est = estimate(model, ref_model, ro, cfg)
+    t1 = time.perf_counter()
+    stats = update(model, opt, sched, ro, est, cfg)  # applies model.autocast to its forward passes
+    return est, stats | {"time/estimate": t1 - t0, "time/update": time.perf_counter() - t1}
+
+
 def rollout_metrics(ro: Rollout, est: PGBatch, task_name: str | None) -> dict[str, float]:
     """Training-batch reward mean/std, per-component means, accuracy (task reward ≥ 1), KL to the reference,
     response length (names as diagnostics.check_degeneration reads them)."""
@@ -385,6 +397,7 @@ def train(cfg: GRPOConfig, resume: bool = False, *, model=None, tokenizer=None) 
 
     evaluate = evaluator(cfg, model, tokenizer, task, eval_rewards, env_factory)
     collect = collector(cfg, model, tokenizer, rewards, env_factory)  # local, or Ray rollout workers
+    learner = make_learner(cfg, learn, model, ref_model, opt, sched)  # ``learn`` here, or in a Ray learner actor
 
     def fetch() -> tuple[Rollout | None, dict, dict]:  # a batch, and the draw counts a checkpoint after it records
         ro, row = collect_groups(
@@ -407,17 +420,13 @@ def train(cfg: GRPOConfig, resume: bool = False, *, model=None, tokenizer=None) 
         t1 = time.perf_counter()
         row |= {"time/collect": t1 - t0}
         if ro is not None:
-            # 2. Estimate: π_old / π_ref log-probs and advantages.
-            with amp:
-                est = estimate(model, ref_model, ro, cfg)
-            t2 = time.perf_counter()
-            # 3. Update: μ passes of clipped policy-gradient steps.
-            row |= update(model, opt, sched, ro, est, cfg)  # applies model.autocast to its forward passes
+            # 2–3. Estimate (π_old / π_ref log-probs, advantages), then update (μ passes of clipped PG steps).
+            est, stats = learner(model, ref_model, opt, sched, ro, cfg)
+            row |= stats
             bad = guard_numerics(row, bad, cfg.run.max_bad_updates, step + 1)
-            t3 = time.perf_counter()
             n_tokens = int(ro.response_mask.sum())
             row |= rollout_metrics(ro, est, "task" if "task" in rewards.fns else None)
-            row |= {"time/estimate": t2 - t1, "time/update": t3 - t2, "tokens_per_s": n_tokens / max(t1 - t0, 1e-9)}
+            row |= {"tokens_per_s": n_tokens / max(t1 - t0, 1e-9)}
         step += 1
         row |= {"lr": sched.get_last_lr()[0]}
         # 4. Evaluate, log, samples, checkpoint.
@@ -443,6 +452,7 @@ def train(cfg: GRPOConfig, resume: bool = False, *, model=None, tokenizer=None) 
     bar.close()
     experience.close()
     release(collect)  # ends the Ray workers, if any
+    release(learner)
     return finish_policy_run(run, model, tokenizer, cfg.model.lora, history, "eval/accuracy")
 
 

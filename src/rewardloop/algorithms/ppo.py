@@ -122,6 +122,8 @@ class PPOConfig(RLConfig):
             raise ValueError(f"mini_batch_size={self.mini_batch_size} must be ≤ batch_size={self.batch_size}")
         if self.run.off_policy_steps:  # its estimate recomputes π_old under the current weights: not the sampler's
             raise ValueError("run.off_policy_steps=1 is built for the GRPO family (grpo, rloo, ...), not yet for PPO")
+        if self.run.learner == "actor":
+            raise ValueError("run.learner='actor' is built for the GRPO family (grpo, rloo, ...), not yet for PPO")
         return self
 
 

@@ -110,13 +110,19 @@ class RolloutWorker:
     """A policy copy that runs ``collect_step`` on the groups it is sent, with the weights it is sent."""
 
     def __init__(
-        self, model, tokenizer, rewards: RewardSet | None, env_factory, model_cfg: ModelConfig, device, threads
-    ):
+        self, model, tokenizer, rewards: RewardSet | None, env_factory, model_cfg: ModelConfig, device, threads,
+        sampler: str = "hf",
+    ):  # fmt: skip
         torch.set_num_threads(threads)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer, self.rewards, self.env_factory, self.model_cfg = tokenizer, rewards, env_factory, model_cfg
         self.refusal = sandbox_probe(rewards, env_factory, "rollout worker")
+        self.vllm = None  # run.rollout_backend: vllm — the engine samples; this model copy is kept in step with it
+        if sampler == "vllm":
+            from rewardloop.distributed.vllm_backend import VLLMSampler
+
+            self.vllm = VLLMSampler(self.model, tokenizer)
         self.version = -1  # the weights version last loaded
 
     def pid(self) -> int:
@@ -130,6 +136,8 @@ class RolloutWorker:
         with torch.no_grad():
             for name, value in weights.items():
                 params[name].copy_(value)
+        if self.vllm is not None:
+            self.vllm.load(weights)
         self.version = version
 
     def collect(self, weights: dict[str, torch.Tensor], version: int, gen: GenerationConfig, **kwargs) -> Rollout:
@@ -139,8 +147,11 @@ class RolloutWorker:
         if self.refusal:
             raise SandboxUnavailableError(self.refusal)
         self.load(weights, version)
+        sample = {"sample": self.vllm} if self.vllm is not None else {}
         with mixed_precision(self.model_cfg, self.device):
-            ro = collect_step(self.model, self.tokenizer, gen, self.rewards, env_factory=self.env_factory, **kwargs)
+            ro = collect_step(
+                self.model, self.tokenizer, gen, self.rewards, env_factory=self.env_factory, **sample, **kwargs
+            )
         return ro.to("cpu")
 
 
@@ -196,6 +207,10 @@ class RayCollector:
     workers."""
 
     def __init__(self, run: RunConfig, model_cfg: ModelConfig, model, tokenizer, rewards, env_factory):
+        if run.rollout_backend == "vllm" and env_factory is not None:
+            raise ValueError(
+                "run.rollout_backend='vllm' samples prompt rows; environments (env:) need rollout_backend=hf"
+            )
         ensure_ray(run)
         check_fits(run, ray.cluster_resources().get("CPU", 0.0))
         ship_plugins_by_value(env_factory, *(rewards.fns.values() if rewards is not None else ()))
@@ -213,7 +228,7 @@ class RayCollector:
         in_rollout = rewards if run.reward_workers == 0 else None  # reward workers score: rollout workers don't
         self.workers = [
             RolloutWorker.options(**options).remote(
-                self.model_ref, tokenizer, in_rollout, env_factory, model_cfg, device, threads
+                self.model_ref, tokenizer, in_rollout, env_factory, model_cfg, device, threads, run.rollout_backend
             )
             for _ in range(run.rollout_workers)
         ]
@@ -332,11 +347,13 @@ def check_fits(run: RunConfig, have: float) -> None:
     if run.ray_address:
         return
     need = run.rollout_workers * run.cpus_per_worker + run.reward_workers * run.cpus_per_reward_worker
+    need += run.learner_cpus if run.learner == "actor" else 0.0
     if need > have:
         raise ValueError(
             f"run.rollout_workers={run.rollout_workers} × run.cpus_per_worker={run.cpus_per_worker} + "
             f"run.reward_workers={run.reward_workers} × run.cpus_per_reward_worker={run.cpus_per_reward_worker} "
-            f"= {need:g} CPUs, but the local Ray has {have:g} (run.num_cpus); lower them or raise run.num_cpus"
+            f"{f'+ run.learner_cpus={run.learner_cpus} ' if run.learner == 'actor' else ''}= {need:g} CPUs, but the "
+            f"local Ray has {have:g} (run.num_cpus); lower them or raise run.num_cpus"
         )
 
 

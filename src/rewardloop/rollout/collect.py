@@ -73,13 +73,15 @@ def collect(
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
     row_seed: int | None = None,
+    sample: Callable[..., Rollout] = generate,
 ) -> Rollout:
     """Sample ``samples_per_prompt`` responses per row and score them. Row g's samples get group id
     ``group_start + g``; ``rows`` holds each sample's source row.
 
     ``row_seed`` (per-row sampling): sample j of group id g draws its randomness from ``derive_seed(row_seed, g, j)``
     alone, so splitting the rows over several calls or workers (with their group ids) samples the same responses;
-    None: one ``generator`` for the batch."""
+    None: one ``generator`` for the batch. ``sample``: the sampler, ``engine.generate``'s signature (Ray workers may
+    pass vLLM's, distributed/vllm_backend.py)."""
     was_training = model.training
     model.eval()
     G = samples_per_prompt
@@ -90,7 +92,7 @@ def collect(
         seeds = [derive_seed(row_seed, group_start + g, j) for g in range(len(rows)) for j in range(G)]
     chunk = batch_size or len(prompts)
     parts = [
-        generate(
+        sample(
             model, tokenizer, prompts[i : i + chunk], gen, generator=generator,
             row_seeds=None if seeds is None else seeds[i : i + chunk],
         )
@@ -120,18 +122,20 @@ def collect_step(
     max_length: int | None = None,
     generator: torch.Generator | None = None,
     row_seeded: bool = False,
+    sample: Callable[..., Rollout] = generate,
 ) -> Rollout:
     """One batch of experience from prompt ``rows`` or, with ``env_factory``, from ``n_groups`` environments × G
     episodes (the G episodes of a group start from the same seed, so they compare actions from one state).
 
     ``row_seeded``: each sample's sampling is seeded from (``seed``, its group id, its index in the group) instead
-    of drawn from ``generator`` — what makes a batch split over Ray workers sample what one process samples."""
+    of drawn from ``generator`` — what makes a batch split over Ray workers sample what one process samples.
+    ``sample``: the sampler for prompt rows (``engine.generate``'s signature); environments use the built-in engine."""
     if env_factory is None:
         if rows is None:
             raise ValueError("collect_step needs prompt rows or an env_factory")
         return collect(
             model, tokenizer, rows, gen, rewards, samples_per_prompt=samples_per_prompt, group_start=group_start,
-            generator=generator, row_seed=seed if row_seeded else None,
+            generator=generator, row_seed=seed if row_seeded else None, sample=sample,
         )  # fmt: skip
     G, N = samples_per_prompt, n_groups or len(rows or [])
     seeds = [seed * 1_000_003 + group_start + g for g in range(N) for _ in range(G)]
