@@ -114,11 +114,11 @@ class RolloutWorker:
         sampler: str = "hf",
     ):  # fmt: skip
         torch.set_num_threads(threads)
-        self.device = torch.device(device)
+        self.device = torch.device(device if sampler == "hf" else "cpu")  # vllm: the engine holds the GPU copy
         self.model = model.to(self.device).eval()
         self.tokenizer, self.rewards, self.env_factory, self.model_cfg = tokenizer, rewards, env_factory, model_cfg
         self.refusal = sandbox_probe(rewards, env_factory, "rollout worker")
-        self.vllm = None  # run.rollout_backend: vllm — the engine samples; this model copy is kept in step with it
+        self.vllm = None  # run.rollout_backend: vllm — the engine samples; this CPU copy is kept in step with it
         if sampler == "vllm":
             from rewardloop.distributed.vllm_backend import VLLMSampler
 
