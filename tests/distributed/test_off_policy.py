@@ -10,14 +10,14 @@ from __future__ import annotations
 import threading
 from types import SimpleNamespace
 
-import pytest
 import torch
-from pydantic import ValidationError
 
 import rewardloop.algorithms.grpo as grpo
+import rewardloop.algorithms.ppo as ppo
 from rewardloop.algorithms.common import Experience
 from rewardloop.algorithms.ppo import PPOConfig
 from rewardloop.config import GenerationConfig, RunConfig
+from rewardloop.models.value_head import value_model_from_policy
 from rewardloop.rewards.composite import RewardSet
 from rewardloop.rollout import batched_logprobs
 from rewardloop.rollout.collect import collect_step
@@ -106,6 +106,20 @@ def test_off_policy_without_a_pinning_collector_fetches_ahead_in_order():
     assert [on_policy.next(more=True) for _ in range(2)] == [3, 4] and len(fetched) == 5
 
 
-def test_ppo_refuses_off_policy_mode_until_it_uses_the_samplers_logprobs():
-    with pytest.raises(ValidationError, match="off_policy_steps=1 is built for the GRPO family"):
-        PPOConfig(run=RunConfig(off_policy_steps=1))
+def test_ppo_off_policy_takes_pi_old_from_the_sampler(tiny_model, tokenizer):
+    policy, ref = tiny_model(), tiny_model(seed=1)
+    critic = value_model_from_policy(policy, shared=True)
+    rs = RewardSet({"len": length_reward}, {"len": 1.0})
+    ro = collect_step(
+        policy, tokenizer, GEN, rs, rows=[{"prompt": "1+2="}, {"prompt": "3+3="}], seed=2, row_seeded=True
+    )
+    ro.logprobs = ro.logprobs - 0.25 * ro.response_mask  # sampled one update ago
+
+    def old_logp(off_policy_steps: int) -> torch.Tensor:
+        cfg = PPOConfig(gen=GEN, run=RunConfig(off_policy_steps=off_policy_steps), batch_size=2, mini_batch_size=2)
+        b = ppo.estimate(policy, critic, ref, ro, cfg, 0.05, ppo.RunningMoments())
+        return b.old_logp * b.mask
+
+    mask = ro.policy_mask.float()
+    torch.testing.assert_close(old_logp(1), ro.logprobs * mask)  # the sampler's
+    torch.testing.assert_close(old_logp(0), (ro.logprobs + 0.25 * ro.response_mask) * mask, atol=1e-4, rtol=1e-4)

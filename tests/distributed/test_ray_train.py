@@ -99,7 +99,10 @@ def test_a_killed_ray_learner_resumes_to_the_uninterrupted_result(tmp_path, leng
     assert_same_weights(full["model_dir"], resumed["model_dir"])
 
 
-def test_ppo_shared_critic_on_ray_equals_local(tmp_path, length_reward):
+@pytest.mark.parametrize("off_policy_steps", [0, 1])
+def test_ppo_shared_critic_on_ray_equals_local(tmp_path, length_reward, off_policy_steps):
+    """On- and one-step off-policy (Ray: batch k+1 sampled during update k; local: the same batches in order)."""
+
     def cfg(name: str, backend: str) -> PPOConfig:
         return PPOConfig(
             model=ModelConfig(preset="llama-1m", device="cpu", max_length=32),
@@ -107,7 +110,10 @@ def test_ppo_shared_critic_on_ray_equals_local(tmp_path, length_reward):
             gen=GenerationConfig(max_new_tokens=4, temperature=1.0),
             eval_gen=GenerationConfig(max_new_tokens=4, temperature=0.0),
             optim=OptimConfig(lr=1e-3),
-            run=RunConfig(root=str(tmp_path), name=name, progress=False, backend=backend, rollout_workers=2),
+            run=RunConfig(
+                root=str(tmp_path), name=name, progress=False, backend=backend, rollout_workers=2,
+                off_policy_steps=off_policy_steps,
+            ),
             rewards=[RewardSpec(fn=length_reward)], task_reward_weight=0, critic="shared", steps=2, batch_size=8,
             mini_batch_size=4, micro_batch_size=2, epochs=2, eval_every=2, eval_size=8,
         )  # fmt: skip

@@ -30,6 +30,7 @@ from pydantic import Field, model_validator
 
 from rewardloop import diagnostics
 from rewardloop.algorithms.common import (
+    Experience,
     RLConfig,
     clip_and_step,
     collector,
@@ -120,8 +121,6 @@ class PPOConfig(RLConfig):
     def _check(self) -> PPOConfig:
         if self.mini_batch_size > self.batch_size:
             raise ValueError(f"mini_batch_size={self.mini_batch_size} must be ≤ batch_size={self.batch_size}")
-        if self.run.off_policy_steps:  # its estimate recomputes π_old under the current weights: not the sampler's
-            raise ValueError("run.off_policy_steps=1 is built for the GRPO family (grpo, rloo, ...), not yet for PPO")
         if self.run.learner == "actor":
             raise ValueError("run.learner='actor' is built for the GRPO family (grpo, rloo, ...), not yet for PPO")
         return self
@@ -285,8 +284,11 @@ def estimate(policy, critic, ref, ro: Rollout, cfg: PPOConfig, beta: float, mome
     score = process_scores(ro.rewards.to(device), ro.finished, cfg.score, moments, valid)  # [B]
     mask = ro.policy_mask.to(device).float() * valid[:, None].float()  # [B, R] skipped samples take no part
     # The sampler's log-probs are only compared (a mismatch means a padding/position/temperature bug); the
-    # recomputed ones are used.
+    # recomputed ones are used — except off-policy (run.off_policy_steps: 1): the batch was sampled one update ago,
+    # so π_old is the sampler's.
     old_logp, old_values = old_policy_pass(policy, critic, ro, temperature, cfg.micro_batch_size)
+    if cfg.run.off_policy_steps:
+        old_logp = ro.logprobs.to(device)
     R = ro.response_ids.shape[1]
     ref_logp = batched_logprobs(ref, ro.input_ids, ro.attention_mask, R, temperature, cfg.micro_batch_size)
     kl = kl_estimate(old_logp, ref_logp, cfg.kl_estimator) * mask  # [B, R]
@@ -407,6 +409,19 @@ def train(cfg: PPOConfig, resume: bool = False, *, model=None, tokenizer=None) -
         data_rng.setstate((version, tuple(internal), gauss))
     evaluate = evaluator(cfg, policy, tok, task, eval_rewards, env_factory)
     collect = collector(cfg, policy, tok, rewards, env_factory)  # local collect_step, or Ray rollout workers
+    fetched = [step]  # batches drawn so far: the next batch's group ids start at fetched · batch_size
+
+    def fetch() -> tuple[Rollout, Any]:  # one response per prompt (or episode), and the data RNG state after it
+        rows = [task.train[data_rng.randrange(len(task.train))] for _ in range(cfg.batch_size)]
+        ro = collect(
+            policy, tok, cfg.gen, rewards, rows=rows, env_factory=env_factory, n_groups=cfg.batch_size,
+            group_start=fetched[0] * cfg.batch_size, seed=cfg.run.seed, max_turns=cfg.max_turns,
+            max_length=cfg.model.max_length, generator=generator, row_seeded=cfg.run.sampling_seeds == "row",
+        )  # fmt: skip
+        fetched[0] += 1
+        return ro, data_rng.getstate()
+
+    experience = Experience(fetch, collect, policy, cfg.run.off_policy_steps)  # off-policy: batch k+1 during update k
     if step == 0:
         history["initial"] = run.log(0, evaluate())
     recent: list[dict] = [r for r in run.metrics() if "reward/mean" in r][-2 * diagnostics.DRIFT_WINDOW :]
@@ -416,12 +431,7 @@ def train(cfg: PPOConfig, resume: bool = False, *, model=None, tokenizer=None) -
         t0 = time.perf_counter()
         with amp:  # forward passes in bf16 when model.autocast is set (update() applies it to its own)
             # 1. Collect: one response per prompt (or one episode per environment), scored by the reward section.
-            rows = [task.train[data_rng.randrange(len(task.train))] for _ in range(cfg.batch_size)]
-            ro = collect(
-                policy, tok, cfg.gen, rewards, rows=rows, env_factory=env_factory, n_groups=cfg.batch_size,
-                group_start=step * cfg.batch_size, seed=cfg.run.seed, max_turns=cfg.max_turns,
-                max_length=cfg.model.max_length, generator=generator, row_seeded=cfg.run.sampling_seeds == "row",
-            )  # fmt: skip
+            ro, rows_drawn = experience.next(more=step + 1 < cfg.steps)
             t1 = time.perf_counter()
             # 2. Estimate: score shaping, old log-probs / values / reference log-probs, KL-shaped rewards, GAE.
             batch = estimate(policy, critic, ref, ro, cfg, beta, moments)
@@ -454,11 +464,12 @@ def train(cfg: PPOConfig, resume: bool = False, *, model=None, tokenizer=None) -
         if RunDir.due(step, cfg.steps, cfg.run.save_every):
             state = {
                 "kl_coef": beta, "moments": vars(moments), "history": history, "seen": seen,
-                "data_rng": data_rng.getstate(), "schedulers": {k: s.state_dict() for k, (_, s) in opts.items()},
+                "data_rng": rows_drawn, "schedulers": {k: s.state_dict() for k, (_, s) in opts.items()},
             }  # fmt: skip
             models = {"policy": (policy, tok), "value": (critic, tok)}
             run.save_checkpoint(step, models, {k: o for k, (o, _) in opts.items()}, state, {"sample": generator})
     bar.close()
+    experience.close()
     release(collect)  # ends the Ray workers, if any
     final = next((r for r in reversed(run.metrics()) if "eval/reward" in r), {})
     model_dir = run.save_final("policy", policy, tok, lora_save=cfg.model.lora.save if cfg.model.lora else "merged")
