@@ -139,7 +139,7 @@ class RunConfig(Section):
     off_policy_steps: Literal[0, 1] = Field(
         0,
         description="1: sample batch k+1 with the weights batch k's update starts from, overlapping that update "
-        "(Ray); the ratio's denominator is the sampler's log-prob (GRPO family)",
+        "(Ray); the ratio's denominator is the sampler's log-prob (GRPO family, PPO)",
     )
     rollout_backend: Literal["hf", "vllm"] = Field(
         "hf", description="the rollout workers' sampler: the built-in engine, or vLLM (GPU workers, needs vllm)"
