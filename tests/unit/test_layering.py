@@ -161,7 +161,7 @@ def test_algorithms_share_code_through_shared_modules_only():
 
 # heavy optional library → the one package allowed to import it (DESIGN.md §2)
 OWNERS = {"sqlalchemy": "store", "alembic": "store", "psycopg": "store", "fastapi": "serve", "uvicorn": "serve",
-          "starlette": "serve", "ray": "distributed", "trl": None, "vllm": None, "gymnasium": "envs",
+          "starlette": "serve", "ray": "distributed", "trl": None, "vllm": "distributed", "gymnasium": "envs",
           "playwright": None, "vowpalwabbit": None}  # fmt: skip
 
 
