@@ -43,13 +43,13 @@ def sweep(steps: int, seeds: int, cfg: SlatePGConfig, entropy_rounds: int) -> di
     torch.manual_seed(0)
     tokenizer = build_tokenizer()
     model = load_lm(cfg, tokenizer)
-    head, history = train(cfg, model, tokenizer, lambda: make_env("feed"))
+    head, history, _ = train(cfg, model, tokenizer, lambda: make_env("feed"))
     args = (model, tokenizer, head, cfg.read)
     rows = [{"knob": "T", "value": t, **point(*args, t, 0.0, steps, seeds)} for t in TEMPERATURES]
     rows += [{"knob": "ε", "value": e, **point(*args, cfg.eval_temperature, e, steps, seeds)} for e in EPSILONS]
     for eta in ENTROPY:
         c = cfg.model_copy(update={"entropy_coef": eta, "rounds": entropy_rounds})
-        h, _ = train(c, model, tokenizer, lambda: make_env("feed"))
+        h, _, _ = train(c, model, tokenizer, lambda: make_env("feed"))
         rows.append({"knob": "η", "value": eta, **point(model, tokenizer, h, c.read, c.eval_temperature, 0.0, steps, seeds)})  # fmt: skip
     return {
         "steps": steps,

@@ -13,7 +13,9 @@ coverage, provider exposure Gini and the expected-reward gap between user groups
 ``out``, writes ``results.json`` and ``regret.png`` there. See docs/guides/personalization.md.
 
 ``lm`` trains the language-model slate policy first (``algorithms.slate_pg``, the ``train`` section) on training
-users, then evaluates it frozen; ``lm-untrained`` is the LM's own log-probability scores. ``fairness_model`` adds the
+users, then evaluates it frozen; ``lm-online`` trains the same way, then ranks by a LinUCB posterior on the trained
+head's features that starts from the training logs and updates online (``slate_pg.NeuralLinearPolicy``, the
+``online`` section); ``lm-untrained`` is the LM's own log-probability scores. ``fairness_model`` adds the
 matched-pair fairness report of a reward model (``eval.fairness``) on feed texts.
 """
 
@@ -27,8 +29,15 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from rewardloop.algorithms.bandits import BASELINES, OraclePolicy, joint_features, make_policy, run_bandit
-from rewardloop.algorithms.slate_pg import LMSlatePolicy, SlatePGConfig, load_lm, train
+from rewardloop.algorithms.bandits import BASELINES, LinUCB, OraclePolicy, joint_features, make_policy, run_bandit
+from rewardloop.algorithms.slate_pg import (
+    LMSlatePolicy,
+    NeuralLinearConfig,
+    NeuralLinearPolicy,
+    SlatePGConfig,
+    load_lm,
+    train,
+)
 from rewardloop.config import Section
 from rewardloop.envs.personalization import FeedConfig, FeedEnv, PlaylistConfig, PlaylistEnv, SearchConfig, SearchEnv
 from rewardloop.eval.metrics import (
@@ -43,7 +52,7 @@ from rewardloop.eval.metrics import (
     session_lengths,
 )
 
-LM_POLICIES = ("lm-untrained", "lm")
+LM_POLICIES = ("lm-untrained", "lm", "lm-online")
 POLICIES = (*BASELINES, *LM_POLICIES, "oracle")
 ENVS = {"feed": (FeedEnv, FeedConfig), "playlist": (PlaylistEnv, PlaylistConfig), "search": (SearchEnv, SearchConfig)}
 COLUMNS = ("regret", "regret_last_third", "mean_reward", "ctr", "watch_s", "session_steps", "coverage", "exposure_gini", "group_gap")  # fmt: skip
@@ -60,6 +69,9 @@ class PersonalizeConfig(Section):
     seeds: int = Field(5, ge=1)
     out: str | None = Field(None, description="folder for results.json and regret.png")
     train: SlatePGConfig = Field(default_factory=SlatePGConfig, description="training of the `lm` policy")
+    online: NeuralLinearConfig = Field(
+        default_factory=NeuralLinearConfig, description="the online layer of `lm-online` (trained as `lm`)"
+    )
     fairness_model: str | None = Field(None, description="a reward model: print its matched-pair fairness report")
     fairness_steps: int = Field(200, ge=1, description="feed steps whose (context, item) texts form the pairs")
 
@@ -88,6 +100,10 @@ def run_policy(env_name: str, name: str, steps: int, seed: int, lm: dict | None 
         policy = OraclePolicy(env)
     elif name == "lm":  # the trained policy, frozen: it does not update during the evaluation
         policy = lm["cfg"].policy(lm["model"], lm["tokenizer"], lm["head"], explore=False)
+    elif name == "lm-online":  # the trained head's features + a LinUCB posterior from its logs, updated online
+        online, reader = lm["online"], lm["cfg"].policy(lm["model"], lm["tokenizer"], lm["head"], explore=False)
+        bandit = LinUCB(online.dim, alpha=online.alpha, lam=online.lam)
+        policy = NeuralLinearPolicy(reader, lm["head"], online, bandit, lm["logs"])
     elif name == "lm-untrained":  # the LM's own log-probabilities of the item texts, Plackett–Luce at T = 1
         policy = LMSlatePolicy(lm["model"], lm["tokenizer"])
     else:
@@ -97,9 +113,9 @@ def run_policy(env_name: str, name: str, steps: int, seed: int, lm: dict | None 
 
 def evaluate(env, policy, steps: int, seed: int) -> dict[str, Any]:
     """Run ``policy`` on ``env`` for ``steps`` steps from ``seed`` (``run_bandit``) and measure it."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     log = run_bandit(env, policy, steps, seed=seed)
-    seconds = time.perf_counter() - start
+    seconds, cpu_s = time.perf_counter() - start, time.process_time() - cpu
     value, oracle, rand = (np.array([r[k] for r in log]) for k in ("expected_reward", "oracle_reward", "random_reward"))
     third = steps // 3
     curve = np.cumsum(oracle - value) / np.maximum(np.cumsum(oracle - rand), 1e-12)
@@ -117,20 +133,23 @@ def evaluate(env, policy, steps: int, seed: int) -> dict[str, Any]:
         "exposure_gini": gini(exposure),
         "group_gap": group_disparity(value.tolist(), [r["group"] for r in log])["gap"],
         "seconds": seconds,
+        "cpu_s": cpu_s,
         "curve": curve[:: max(1, steps // 200)].tolist(),
     }
 
 
 def train_lm(cfg: PersonalizeConfig) -> dict[str, Any]:
-    """The LM (``cfg.train.model``) and, when ``lm`` is compared, its scoring head trained on simulated users whose
-    seeds (``train.user_seed`` + round) differ from the evaluation users' (0 .. seeds − 1)."""
+    """The LM (``cfg.train.model``) and, when ``lm`` or ``lm-online`` is compared, its scoring head (and the
+    training logs) trained on simulated users whose seeds (``train.user_seed`` + round) differ from the evaluation
+    users' (0 .. seeds − 1)."""
     from rewardloop.models import build_tokenizer
 
     tokenizer = build_tokenizer()
     model = load_lm(cfg.train, tokenizer)
-    lm: dict[str, Any] = {"model": model, "tokenizer": tokenizer, "cfg": cfg.train, "head": None, "history": []}
-    if "lm" in cfg.policies:
-        lm["head"], lm["history"] = train(cfg.train, model, tokenizer, lambda: make_env(cfg.env))
+    lm: dict[str, Any] = {"model": model, "tokenizer": tokenizer, "cfg": cfg.train, "online": cfg.online}
+    lm |= {"head": None, "history": [], "logs": []}
+    if {"lm", "lm-online"} & set(cfg.policies):
+        lm["head"], lm["history"], lm["logs"] = train(cfg.train, model, tokenizer, lambda: make_env(cfg.env))
     return lm
 
 

@@ -152,12 +152,20 @@ class _Linear:
         return self.a_inv @ self.b
 
     def update(self, context, features, arms, rewards) -> None:
-        for phi, r in zip(
-            joint_features(np.asarray(context), np.asarray(features)), np.asarray(rewards, dtype=float), strict=True
-        ):
+        self.add(joint_features(np.asarray(context), np.asarray(features)), rewards)
+
+    def add(self, phis: np.ndarray, rewards) -> None:
+        """One observation per row: φ [n, d], r [n]."""
+        for phi, r in zip(phis, np.asarray(rewards, dtype=float), strict=True):
             a_phi = self.a_inv @ phi  # Sherman–Morrison: (A + φφᵀ)⁻¹ = A⁻¹ − A⁻¹φφᵀA⁻¹ / (1 + φᵀA⁻¹φ)
             self.a_inv -= np.outer(a_phi, a_phi) / (1.0 + phi @ a_phi)
             self.b += r * phi
+
+    def add_batch(self, phis: np.ndarray, rewards) -> None:
+        """Many observations at once (a prior from logs): A ← A + ΦᵀΦ (one inversion), b ← b + Φᵀr. [n, d], [n]"""
+        a = np.linalg.inv(self.a_inv) + phis.T @ phis
+        self.a_inv = np.linalg.inv(a)
+        self.b += phis.T @ np.asarray(rewards, dtype=float)
 
 
 class LinUCB(_Linear):
@@ -168,8 +176,11 @@ class LinUCB(_Linear):
         self.alpha = alpha
 
     def select(self, context, features, arms, size, rng) -> Choice:
-        phi = joint_features(np.asarray(context), np.asarray(features))  # [K, d]
-        width = np.sqrt(np.einsum("kd,de,ke->k", phi, self.a_inv, phi))
+        return self.select_phi(joint_features(np.asarray(context), np.asarray(features)), size, rng)
+
+    def select_phi(self, phi: np.ndarray, size: int, rng) -> Choice:
+        """Top-L of θ̂ᵀφ_k + α √(φ_kᵀ A⁻¹ φ_k) over the candidates' features φ [K, d]."""
+        width = np.sqrt(((phi @ self.a_inv) * phi).sum(1))  # [K]
         return Choice(top(phi @ self.theta + self.alpha * width, size), 1.0)
 
 
@@ -181,7 +192,10 @@ class LinTS(_Linear):
         self.v, self.mc = v, mc
 
     def select(self, context, features, arms, size, rng) -> Choice:
-        phi = joint_features(np.asarray(context), np.asarray(features))  # [K, d]
+        return self.select_phi(joint_features(np.asarray(context), np.asarray(features)), size, rng)
+
+    def select_phi(self, phi: np.ndarray, size: int, rng) -> Choice:
+        """A posterior draw's top-L over the candidates' features φ [K, d], with its Monte-Carlo propensity."""
         # scores θ̃ᵀφ_k are jointly Gaussian: mean φθ̂ [K], covariance v² φ A⁻¹ φᵀ [K, K] — sample them directly
         cov = self.v**2 * phi @ self.a_inv @ phi.T
         chol = np.linalg.cholesky(cov + 1e-9 * np.eye(len(phi)))

@@ -23,6 +23,16 @@ on every round's logs so far, off-policy corrected by β. Losses (``LOSSES``), w
 In ``topk`` (Chen et al.: the top-K correction with a capped importance weight) π(a|s) = softmax(s/T)_a is the
 per-item policy and L the slate size (their K); A_k is the reward credited to position k minus its mean. An entropy
 bonus η · H(softmax(s/T)) keeps exploring. The LM stays frozen, so its features are computed once per logged step.
+
+Online (``NeuralLinearPolicy``, the ``lm-online`` policy): the trained head keeps learning during the evaluation as a
+neural-linear bandit. For candidate i the head gives its score s_i and the whitened low-rank states z_x, z_i ∈ ℝ^r;
+a linear bandit reads
+
+    φ_i = [s_i, vec(z_x[:m] ⊗ z_i[:m]), z_i[:m]] ∈ ℝ^(1 + m² + m)
+
+with a ridge posterior r ≈ θᵀφ, A = λI + Σ φφᵀ, b = Σ r φ, θ̂ = A⁻¹b, ranks by θ̂ᵀφ_i + α √(φ_iᵀ A⁻¹ φ_i) (LinUCB)
+and adds each shown item's reward online. With ``prior`` the posterior starts from the trainer's logs on the
+training users (A₀ = λI + Φ_logᵀΦ_log, b₀ = Φ_logᵀ r_log).
 """
 
 from __future__ import annotations
@@ -170,7 +180,8 @@ class LMSlatePolicy:
 
     ``read="towers"`` reads the context and each item text separately (``lm_states``; an item's state is cached by
     its text, so a step costs one forward of the context) and leaves ``logp`` at 0 — for a ``score_fn`` that only
-    uses the hidden states; ``read="joint"`` (default) reads every item after the context (``lm_item_features``)."""
+    uses the hidden states; ``read="joint"`` (default) reads every item after the context (``lm_item_features``).
+    ``context="persona"`` reads only the observation's first line (the persona) as the context, not the history."""
 
     def __init__(
         self,
@@ -182,18 +193,23 @@ class LMSlatePolicy:
         epsilon: float = 0.0,
         record: bool = False,
         read: str = "joint",
+        context: str = "all",
     ) -> None:
         if read not in ("joint", "towers"):
             raise ValueError(f"LMSlatePolicy read={read!r}; allowed: 'joint', 'towers'")
+        if context not in ("all", "persona"):
+            raise ValueError(f"LMSlatePolicy context={context!r}; allowed: 'all', 'persona'")
         if temperature <= 0 or not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"LMSlatePolicy needs temperature > 0 and 0 ≤ epsilon ≤ 1, got {temperature}, {epsilon}")
         self.model, self.tokenizer, self.temperature, self.epsilon = model, tokenizer, temperature, epsilon
         self.score_fn = score_fn or (lambda f: f.logp)
         self.steps: list[LoggedStep] | None = [] if record else None
         self._last: tuple | None = None
-        self.read, self._item_states = read, {}
+        self.read, self.context, self._item_states = read, context, {}
 
     def features(self, context: str, items: list[str]) -> ItemFeatures:
+        if self.context == "persona":  # the observation's first line only: the persona, not the history
+            context = context.split("\n", 1)[0]
         if self.read == "joint":
             return lm_item_features(self.model, self.tokenizer, context, items)
         if new := [t for t in items if t not in self._item_states]:
@@ -241,11 +257,16 @@ class SlatePGConfig(Section):
         "towers",
         description="towers: context and items read apart (items cached; ℓ_i = 0) | joint: items after the context",
     )
+    context: Literal["all", "persona"] = Field(
+        "all", description="all: persona + recent history as the context | persona: the persona line only"
+    )
 
     def policy(self, model, tokenizer, head: ScoringHead, *, explore: bool, record: bool = False) -> LMSlatePolicy:
         """The LM slate policy with ``head``: exploring (T, ε) for collection, else at ``eval_temperature``."""
         t, eps = (self.temperature, self.epsilon) if explore else (self.eval_temperature, 0.0)
-        return LMSlatePolicy(model, tokenizer, t, score_fn=head.score, epsilon=eps, record=record, read=self.read)
+        return LMSlatePolicy(
+            model, tokenizer, t, score_fn=head.score, epsilon=eps, record=record, read=self.read, context=self.context
+        )
 
 
 # -- pure maths -----------------------------------------------------------------------------------------------------
@@ -298,6 +319,8 @@ class ScoringHead(torch.nn.Module):
 
     def fit_projection(self, h_context: torch.Tensor, h_items: torch.Tensor) -> None:
         """Fix μ, P, σ from logged states [N, d] (contexts) and [N, K, d] (items)."""
+        if len(h_context) < self.rank:
+            raise ValueError(f"{len(h_context)} logged steps cannot fix rank {self.rank}: set steps_per_round ≥ rank")
         for side, h in (("x", h_context), ("i", h_items.reshape(-1, h_items.shape[-1]))):
             mu = h.mean(0)
             _, _, vt = torch.linalg.svd(h - mu, full_matrices=False)
@@ -305,10 +328,13 @@ class ScoringHead(torch.nn.Module):
             getattr(self, f"mu_{side}").copy_(mu), getattr(self, f"P_{side}").copy_(p)
             getattr(self, f"sd_{side}").copy_(((h - mu) @ p).std(0).clamp(min=1e-6))
 
+    def project(self, h_context: torch.Tensor, h_items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whitened low-rank states z_x [B, r], z_i [B, K, r] of [B, d], [B, K, d]."""
+        return (h_context - self.mu_x) @ self.P_x / self.sd_x, (h_items - self.mu_i) @ self.P_i / self.sd_i
+
     def forward(self, logp: torch.Tensor, h_context: torch.Tensor, h_items: torch.Tensor) -> torch.Tensor:
         """[B, K], [B, d], [B, K, d] → scores [B, K]."""
-        z_x = (h_context - self.mu_x) @ self.P_x / self.sd_x  # [B, r]
-        z_i = (h_items - self.mu_i) @ self.P_i / self.sd_i  # [B, K, r]
+        z_x, z_i = self.project(h_context, h_items)  # [B, r], [B, K, r]
         bilinear = torch.einsum("bd,de,bke->bk", z_x, self.W, z_i) / self.rank
         return self.c * logp + bilinear + z_i @ self.v / self.rank**0.5
 
@@ -397,11 +423,11 @@ def round_metrics(log: list[dict]) -> dict[str, float]:
 # -- the trainer ------------------------------------------------------------------------------------------------------
 def train(
     cfg: SlatePGConfig, model, tokenizer, make_env: Callable[[], object], on_round: Callable[[dict], None] | None = None
-) -> tuple[ScoringHead, list[dict]]:
+) -> tuple[ScoringHead, list[dict], list[LoggedStep]]:
     """Train the scoring head of the LM slate policy on simulated users from ``make_env()`` (module docstring).
 
-    Returns the head and one record per round (the collection's exact expected reward and regret, the loss, the
-    CPU-seconds and steps so far)."""
+    Returns the head, one record per round (the collection's exact expected reward and regret, the loss, the
+    CPU-seconds and steps so far) and every round's logged steps."""
     torch.manual_seed(cfg.model_seed)
     head = ScoringHead(model.config.hidden_size, cfg.rank)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
@@ -436,4 +462,64 @@ def train(
         )
         if on_round:
             on_round(history[-1])
-    return head, history
+    return head, history, logged
+
+
+# -- online: the trained policy keeps learning during the evaluation (neural-linear) ---------------------------------
+# (module docstring: "Online"). Riquelme, Tucker & Snoek 2018, "Deep Bayesian Bandits Showdown" (ICLR): a network's
+# last-layer features with Bayesian linear regression on top; here with LinUCB's optimism (Li et al. 2010).
+
+
+class NeuralLinearConfig(Section):
+    """The online neural-linear layer of the ``lm-online`` policy (``rewardloop personalize``'s ``online:``)."""
+
+    rank: int = Field(32, ge=1, description="m: principal directions of the head's states in φ (≤ train.rank)")
+    alpha: float = Field(1.0, ge=0.0, description="α: LinUCB's width multiplier (0: greedy)")
+    lam: float = Field(1.0, gt=0.0, description="λ: ridge prior precision")
+    prior: bool = Field(True, description="start the posterior from the trainer's logs on the training users")
+    online: bool = Field(True, description="update the posterior with the evaluation's own rewards")
+
+    @property
+    def dim(self) -> int:
+        """D = 1 + m² + m, the size of φ."""
+        return 1 + self.rank**2 + self.rank
+
+
+@torch.no_grad()
+def neural_features(head: ScoringHead, f: ItemFeatures, m: int) -> np.ndarray:
+    """φ_i = [s_i, vec(z_x[:m] ⊗ z_i[:m]), z_i[:m]] for the K candidates of one step (module docstring: Online). → [K, 1 + m² + m]"""
+    logp, h_x, h_i = (torch.as_tensor(x)[None] for x in (f.logp, f.h_context, f.h_items))
+    s = head(logp, h_x, h_i)[0]  # [K]
+    z_x, z_i = head.project(h_x, h_i)
+    z_x, z_i = z_x[0, :m], z_i[0, :, :m]  # [m], [K, m]
+    outer = (z_x[None, :, None] * z_i[:, None, :]).reshape(len(z_i), -1)  # [K, m²]
+    return torch.cat([s[:, None], outer, z_i], 1).double().numpy()
+
+
+class NeuralLinearPolicy:
+    """The LM slate policy (its LM reads the text as ``lm``'s does) ranking by a linear bandit on ``neural_features``:
+    ``bandit`` has ``select_phi(φ [K, D], L, rng)``, ``add(φ [n, D], r [n])`` and ``add_batch`` — LinUCB of
+    ``algorithms.bandits`` with ``dim = cfg.dim``, ``alpha = cfg.alpha``, ``lam = cfg.lam`` (``rewardloop personalize``
+    builds it)."""
+
+    def __init__(
+        self, lm: LMSlatePolicy, head: ScoringHead, cfg: NeuralLinearConfig, bandit, logs: list[LoggedStep] = ()
+    ):
+        if cfg.rank > head.rank:
+            raise ValueError(f"online.rank={cfg.rank} exceeds the head's rank {head.rank} (train.rank)")
+        self.lm, self.head, self.cfg, self.bandit = lm, head, cfg, bandit
+        if cfg.prior and logs:
+            phi = np.concatenate([neural_features(head, s.features, cfg.rank)[s.slate] for s in logs])  # [N·L, D]
+            self.bandit.add_batch(phi, np.concatenate([s.rewards for s in logs]))
+        self._last: tuple[np.ndarray, np.ndarray] | None = None
+
+    def select_text(self, context: str, items: list[str], size: int, rng: np.random.Generator) -> Choice:
+        phi = neural_features(self.head, self.lm.features(context, items), self.cfg.rank)  # [K, D]
+        choice = self.bandit.select_phi(phi, size, rng)
+        self._last = (phi, choice.slate)
+        return choice
+
+    def update(self, context, features, arms, rewards) -> None:
+        if self.cfg.online and self._last is not None:
+            phi, slate = self._last
+            self.bandit.add(phi[slate], rewards)
