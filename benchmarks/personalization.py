@@ -2,9 +2,10 @@
 
     python -m benchmarks.personalization [--steps 3000] [--seeds 5] [--vw-iterations 5000] [--plots DIR] [--lm]
 
-``--lm`` adds the language-model slate policy: untrained (its own log-probabilities) and RL-trained
-(``algorithms.slate_pg``: ``--train-rounds`` rounds of ``--train-steps-per-round`` steps on training users, then
-evaluated frozen on the same evaluation users as the baselines).
+``--lm`` adds the language-model slate policy: untrained (its own log-probabilities), RL-trained
+(``algorithms.slate_pg``: ``--train-rounds`` rounds of ``--train-steps-per-round`` steps on training users, reading
+the ``--train-context``, then evaluated frozen on the same evaluation users as the baselines) and ``lm-online`` (the
+same trained head, then a neural-linear LinUCB on its features, prior from the training logs, updated online).
 
 1. Feed (default ``FeedConfig``: 200 items, K = 8 candidates, slates of L = 3), each baseline for ``--steps`` steps
    on each seed (new users as sessions end, the policy learning online). Normalised regret is exact:
@@ -211,12 +212,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--vw-iterations", type=int, default=5000)
     parser.add_argument("--vw-seeds", type=int, default=5)
-    parser.add_argument("--lm", action="store_true", help="add the untrained and the RL-trained LM slate policies")
+    parser.add_argument("--lm", action="store_true", help="add the untrained, RL-trained and online LM slate policies")
     parser.add_argument("--train-rounds", type=int, default=SlatePGConfig().rounds)
     parser.add_argument("--train-steps-per-round", type=int, default=SlatePGConfig().steps_per_round)
+    parser.add_argument("--train-context", choices=["all", "persona"], default="persona")
     parser.add_argument("--plots", type=Path, default=None, help="write the PNG plots into this folder")
     args = parser.parse_args(argv)
-    train = SlatePGConfig(rounds=args.train_rounds, steps_per_round=args.train_steps_per_round) if args.lm else None
+    train = SlatePGConfig(
+        rounds=args.train_rounds, steps_per_round=args.train_steps_per_round, context=args.train_context
+    )
+    train = train if args.lm else None
     feed = feed_benchmark(args.steps, args.seeds, train)
     try:
         vw = vw_benchmark(args.vw_iterations, args.vw_seeds)

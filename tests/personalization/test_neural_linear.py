@@ -93,16 +93,17 @@ def test_policy_prior_online_updates_and_errors(tiny_llama, tokenizer):
 
 @pytest.mark.slow
 def test_online_updates_raise_the_exact_expected_reward_during_evaluation():
-    """``lm-online`` without the prior from the training logs: the LinUCB layer on a briefly trained head starts
-    with nothing but its width and learns from the evaluation user's engagement alone — the exact normalised regret
-    of its last third is well below its first third's, and below the frozen head's over the same steps."""
+    """A head trained briefly by policy gradient (2 rounds × 300 steps of training users, persona context), then
+    600 steps of evaluation user 0 three ways: frozen (``lm``), the neural-linear layer with the training logs as its
+    prior but no online updates, and with online updates (``lm-online``). Measured: regret 0.805, 0.758, 0.617 — the
+    online updates lower the exact normalised regret: the expected reward moves up while the policy is evaluated."""
     from rewardloop.algorithms.slate_pg import SlatePGConfig
-    from rewardloop.personalize import PersonalizeConfig, compare
+    from rewardloop.personalize import PersonalizeConfig, run_policy, train_lm
 
     train = SlatePGConfig(rounds=2, steps_per_round=300, rank=32, epochs=2, context="persona")
-    online = NeuralLinearConfig(rank=8, prior=False)
-    cfg = PersonalizeConfig(steps=900, seeds=1, policies=["lm", "lm-online"], train=train, online=online)
-    s = compare(cfg)["summary"]
-    curve_regret = s["lm-online"]
-    assert curve_regret["regret_last_third"][0] < curve_regret["regret"][0] - 0.05
-    assert curve_regret["regret_last_third"][0] < s["lm"]["regret_last_third"][0] - 0.1
+    online = NeuralLinearConfig(rank=16)
+    lm = train_lm(PersonalizeConfig(steps=600, seeds=1, policies=["lm", "lm-online"], train=train, online=online))
+    frozen = run_policy("feed", "lm", 600, 0, lm)["regret"]
+    updated = run_policy("feed", "lm-online", 600, 0, lm)["regret"]
+    prior_only = run_policy("feed", "lm-online", 600, 0, lm | {"online": NeuralLinearConfig(rank=16, online=False)})
+    assert updated < prior_only["regret"] - 0.05 and updated < frozen - 0.1
