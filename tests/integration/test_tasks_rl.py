@@ -37,12 +37,19 @@ def sft_translate(tmp_path_factory) -> str:
     return train_sft(tmp_path_factory.mktemp("sft-translate"), "translate")
 
 
+@pytest.fixture(scope="module")
+def sft_strings(tmp_path_factory) -> str:
+    """The strings SFT preset's model (clean reversal demonstrations, 120 steps: 0.455 greedy exact match)."""
+    return train_sft(tmp_path_factory.mktemp("sft-strings"), "strings")
+
+
 @pytest.mark.slow
-def test_grpo_raises_strings_accuracy_over_sft(tmp_path):
-    model_dir = train_sft(tmp_path, "strings")
-    before, after = train_rl(grpo, tmp_path, "strings", model_dir, ["steps=100", "eval_every=100"])
-    print(f"strings: greedy exact match {before['eval/accuracy']:.3f} (SFT) -> {after['eval/accuracy']:.3f} (GRPO)")
-    assert after["eval/accuracy"] >= before["eval/accuracy"] + 0.05
+@pytest.mark.parametrize(("algo", "steps"), [(grpo, 150), (ppo, 60)], ids=["grpo", "ppo"])
+def test_rl_raises_strings_accuracy_over_clean_sft(tmp_path, sft_strings, algo, steps):
+    """The presets, shortened (GRPO 250 → 150 steps, PPO 120 → 60): measured +18 and +16.5 points from 0.455."""
+    before, after = train_rl(algo, tmp_path, "strings", sft_strings, [f"steps={steps}", f"eval_every={steps}"])
+    print(f"strings ({algo.__name__}): greedy exact {before['eval/accuracy']:.3f} -> {after['eval/accuracy']:.3f}")
+    assert after["eval/accuracy"] >= before["eval/accuracy"] + 0.10
 
 
 @pytest.mark.slow
