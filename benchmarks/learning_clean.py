@@ -205,10 +205,10 @@ def plot(res: dict, path: Path) -> None:
 
 def block(res: dict, img: str | None) -> str:
     """The markdown of the clean-start table: command, settings, method × seed rows, plot."""
-    budgets = [x["curve"][-1]["train_seconds"] for m in METHODS[:2] for x in res["runs"][m] if "curve" in x]
-    top = max(budgets, default=0.0)
-    marks = [round(top * k / 4) for k in (1, 2, 3)]
     h, m = res["hyper"], res["machine"]
+    budgets = [x["curve"][-1]["train_seconds"] for m in METHODS[:2] for x in res["runs"][m] if "curve" in x]
+    top = h.get("budget") or max(budgets, default=0.0)
+    marks = [round(top * k / 3) for k in (1, 2)]
     stop = f"{h['budget']:g} training CPU-seconds" if h.get("budget") else "the larger rewardloop run's training CPU-s"
     sft_acc = {int(k): v for k, v in res["sft"].items()}  # JSON keys are strings
     sft = ", ".join(f"SFT seed {s}: {sft_acc[s]:.3f}" for s in dict.fromkeys(res["sft_seeds"]))
