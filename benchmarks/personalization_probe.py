@@ -1,6 +1,6 @@
 """How much of the feed's signal the frozen LM's states carry: a supervised ridge probe, not RL.
 
-    python -m benchmarks.personalization_probe [--steps 3000] [--rank 32]
+    python -m benchmarks.personalization_probe [--steps 3000] [--rank 32] [--context all|persona]
 
 Logs ``--steps`` feed steps of users from seed 123 under a uniformly random policy; for every candidate records the
 LM's states as ``LMSlatePolicy(read="towers")`` reads them and the simulator's exact single-slot value
@@ -24,9 +24,9 @@ from rewardloop.envs.personalization import FeedEnv
 from rewardloop.models import build_tokenizer
 
 
-def log_states(steps: int) -> dict:
+def log_states(steps: int, context: str = "all") -> dict:
     tokenizer = build_tokenizer()
-    policy = LMSlatePolicy(load_lm(SlatePGConfig(), tokenizer), tokenizer, read="towers")
+    policy = LMSlatePolicy(load_lm(SlatePGConfig(), tokenizer), tokenizer, read="towers", context=context)
     env, rng = FeedEnv(), np.random.default_rng(0)
     env.reset(seed=123)
     out = {k: [] for k in ("h_x", "h_i", "y", "values", "phi")}
@@ -67,13 +67,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--rank", type=int, default=32)
+    parser.add_argument("--context", choices=["all", "persona"], default="all", help="what the LM reads as context")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    d = log_states(args.steps)
+    d = log_states(args.steps, args.context)
     n, k, dim = d["h_i"].shape
     z_x, z_i = whiten(d["h_x"], args.rank), whiten(d["h_i"].reshape(-1, dim), args.rank).reshape(n, k, args.rank)
     bilinear = np.concatenate([(z_x[:, None, :, None] * z_i[:, :, None, :]).reshape(n, k, -1), z_i], -1)
-    result = {"steps": args.steps, "rank": args.rank, "regret_lm_states": probe_regret(bilinear, d), "regret_linucb_features": probe_regret(d["phi"], d)}  # fmt: skip
+    result = {"steps": args.steps, "rank": args.rank, "context": args.context, "regret_lm_states": probe_regret(bilinear, d), "regret_linucb_features": probe_regret(d["phi"], d)}  # fmt: skip
     print(json.dumps(result, indent=1))
     return result
 
