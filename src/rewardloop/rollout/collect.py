@@ -73,7 +73,7 @@ def collect(
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
     row_seed: int | None = None,
-    sample: Callable[..., Rollout] = generate,
+    sample: Callable[..., Rollout] | None = None,
 ) -> Rollout:
     """Sample ``samples_per_prompt`` responses per row and score them. Row g's samples get group id
     ``group_start + g``; ``rows`` holds each sample's source row.
@@ -81,7 +81,7 @@ def collect(
     ``row_seed`` (per-row sampling): sample j of group id g draws its randomness from ``derive_seed(row_seed, g, j)``
     alone, so splitting the rows over several calls or workers (with their group ids) samples the same responses;
     None: one ``generator`` for the batch. ``sample``: the sampler, ``engine.generate``'s signature (Ray workers may
-    pass vLLM's, distributed/vllm_backend.py)."""
+    pass vLLM's, distributed/vllm_backend.py); None: this module's ``generate``, looked up at call time."""
     was_training = model.training
     model.eval()
     G = samples_per_prompt
@@ -91,6 +91,7 @@ def collect(
     if row_seed is not None:
         seeds = [derive_seed(row_seed, group_start + g, j) for g in range(len(rows)) for j in range(G)]
     chunk = batch_size or len(prompts)
+    sample = sample or generate
     parts = [
         sample(
             model, tokenizer, prompts[i : i + chunk], gen, generator=generator,
@@ -122,7 +123,7 @@ def collect_step(
     max_length: int | None = None,
     generator: torch.Generator | None = None,
     row_seeded: bool = False,
-    sample: Callable[..., Rollout] = generate,
+    sample: Callable[..., Rollout] | None = None,
 ) -> Rollout:
     """One batch of experience from prompt ``rows`` or, with ``env_factory``, from ``n_groups`` environments × G
     episodes (the G episodes of a group start from the same seed, so they compare actions from one state).
