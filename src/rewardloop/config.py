@@ -100,6 +100,12 @@ class RunConfig(Section):
     save_every: int = Field(0, ge=0, description="checkpoint every N steps (0 = only at the end)")
     log_every: int = Field(1, ge=1)
     progress: bool = True
+    max_cpu_s: float | None = Field(
+        None,
+        gt=0,
+        description="stop after the step during which this process's CPU seconds since the run opened reach this "
+        "budget (evaluate and save as at the last step; the lr schedule still spans `steps`); unset = run `steps`",
+    )
     max_bad_updates: int = Field(
         3, ge=1, description="non-finite loss / gradients: skip the update, stop after this many in a row"
     )

@@ -87,6 +87,7 @@ class RunDir:
         self.resumed_step: int | None = None  # set by resume(): the checkpoint's step (-1: none, started over)
         self._trackers: dict[str, Tracker] | None = None  # opened at the first log()
         self._tracker_ids: dict[str, str | None] = {}  # the trackers' run ids, continued when they are reopened
+        self.max_cpu_s: float | None = None  # run.max_cpu_s: the CPU-second budget of this process's training
 
     @classmethod
     def open(cls, run: RunConfig, command: str, config: BaseModel | None = None, resume: bool = False) -> RunDir:
@@ -104,6 +105,7 @@ class RunDir:
         path.mkdir(parents=True, exist_ok=True)
         remove_partial_writes(path)
         rd = cls(path, run.report_to, command, config, resuming=resume)
+        rd.max_cpu_s = run.max_cpu_s
         if config is not None:
             _write_atomic(path / "config.yaml", dump_config(config))
         return rd
@@ -288,6 +290,19 @@ class RunDir:
         self.resumed_step = state["step"] if state is not None else -1
         self.drop_logs_after(self.resumed_step)
         return state
+
+    def last_step(self, step: int, total: int) -> bool:
+        """Is ``step`` the run's last? ``total`` steps done, or ``run.max_cpu_s`` CPU-seconds of this process spent
+        since the run opened (evaluation included; with Ray, the driver's own CPU only)."""
+        if step >= total:
+            return True
+        spent = time.process_time() - self.cpu_started
+        if self.max_cpu_s is not None and spent >= self.max_cpu_s:
+            log.warning(
+                "run.max_cpu_s=%g reached at step %d of %d (%.1f CPU-s): stopping", self.max_cpu_s, step, total, spent
+            )
+            return True
+        return False
 
     @staticmethod
     def due(step: int, total: int, save_every: int) -> bool:

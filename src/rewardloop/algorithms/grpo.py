@@ -412,7 +412,8 @@ def train(cfg: GRPOConfig, resume: bool = False, *, model=None, tokenizer=None) 
     recent: list[dict] = []  # recent step metrics, for the degeneration warnings
     warned: dict[str, int] = {}
     bad = 0  # updates in a row with a non-finite loss / gradient (skipped)
-    while step < cfg.steps:
+    last = run.last_step(step, cfg.steps)  # steps done, or run.max_cpu_s spent
+    while not last:
         # 1. Collect: N prompts × G samples, scored (dynamic sampling refills zero-variance groups).
         t0 = time.perf_counter()
         with amp:
@@ -428,9 +429,10 @@ def train(cfg: GRPOConfig, resume: bool = False, *, model=None, tokenizer=None) 
             row |= rollout_metrics(ro, est, "task" if "task" in rewards.fns else None)
             row |= {"tokens_per_s": n_tokens / max(t1 - t0, 1e-9)}
         step += 1
+        last = run.last_step(step, cfg.steps)
         row |= {"lr": sched.get_last_lr()[0]}
         # 4. Evaluate, log, samples, checkpoint.
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        if step % cfg.eval_every == 0 or last:
             row |= evaluate()
         if ro is not None:
             row |= component_shares(ro.components, ro.valid)
@@ -443,7 +445,7 @@ def train(cfg: GRPOConfig, resume: bool = False, *, model=None, tokenizer=None) 
             row = run.log(step, row)
         show(bar, row, ("reward/sampled_mean", "eval/accuracy", "frac_zero_var_groups"))
         bar.update(1)
-        if RunDir.due(step, cfg.steps, cfg.run.save_every):
+        if last or RunDir.due(step, cfg.steps, cfg.run.save_every):
             state = {
                 "scheduler": sched.state_dict(),
                 "history": history | counts,

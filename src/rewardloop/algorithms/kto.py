@@ -270,7 +270,8 @@ def train(cfg: KTOConfig, resume: bool = False) -> dict[str, Any]:
     order = batches(len(enc_train), min(cfg.batch_size, len(enc_train)), rng, skip=step)  # resume: replay the order
     model.train()
     bad = 0  # updates in a row with a non-finite loss / gradient (skipped)
-    while step < cfg.steps:
+    last = run.last_step(step, cfg.steps)  # steps done, or run.max_cpu_s spent
+    while not last:
         # 2. One step on a batch of thumbs.
         idx = next(order)
         batch = [enc_train[i] for i in idx]
@@ -280,15 +281,16 @@ def train(cfg: KTOConfig, resume: bool = False) -> dict[str, Any]:
         row |= {"loss": loss.item(), "grad_norm": clip_and_step(model, opt, sched, cfg.optim.max_grad_norm)}
         row["lr"] = sched.get_last_lr()[0]
         step += 1
+        last = run.last_step(step, cfg.steps)
         bad = guard_numerics(row, bad, cfg.run.max_bad_updates, step)
         # 3. Evaluate, log, checkpoint.
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        if step % cfg.eval_every == 0 or last:
             row |= evaluate()
         if step % cfg.run.log_every == 0 or "eval/loss" in row:
             row = run.log(step, row)
         show(bar, row, ("loss", "kl", "eval/win_rate"))
         bar.update(1)
-        if run.due(step, cfg.steps, cfg.run.save_every):
+        if last or run.due(step, cfg.steps, cfg.run.save_every):
             state = {"scheduler": sched.state_dict(), "history": history}
             run.save_checkpoint(step, {"policy": (model, tokenizer)}, {"policy": opt}, state)
     bar.close()

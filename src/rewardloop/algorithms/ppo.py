@@ -427,7 +427,8 @@ def train(cfg: PPOConfig, resume: bool = False, *, model=None, tokenizer=None) -
     recent: list[dict] = [r for r in run.metrics() if "reward/mean" in r][-2 * diagnostics.DRIFT_WINDOW :]
     bar = progress(cfg.steps, step, "ppo", cfg.run.progress)
     bad = 0  # updates in a row with a non-finite loss / gradient (skipped)
-    while step < cfg.steps:
+    last = run.last_step(step, cfg.steps)  # steps done, or run.max_cpu_s spent
+    while not last:
         t0 = time.perf_counter()
         with amp:  # forward passes in bf16 when model.autocast is set (update() applies it to its own)
             # 1. Collect: one response per prompt (or one episode per environment), scored by the reward section.
@@ -440,6 +441,7 @@ def train(cfg: PPOConfig, resume: bool = False, *, model=None, tokenizer=None) -
         stats = update(cfg, policy, critic, opts, ro, batch)
         t3 = time.perf_counter()
         step += 1
+        last = run.last_step(step, cfg.steps)
         # 4. KL controller, metrics, samples, warnings, evaluation, checkpoint.
         valid = ro.valid_mask.to(device)
         seq_kl = float(batch.kl.sum(1)[valid].mean()) if valid.any() else 0.0
@@ -451,7 +453,7 @@ def train(cfg: PPOConfig, resume: bool = False, *, model=None, tokenizer=None) -
         rm = rewards.model_stats().get("rm", {})
         if rm:
             row |= {"rm/score": float(rm["mean"].mean()), "rm/std": float(rm["std"].mean())}
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        if step % cfg.eval_every == 0 or last:
             row |= evaluate()
         row["warnings"] = diagnostics.emit(diagnostics.check_degeneration(row, recent, n_samples=len(ro)), step, seen)
         if step % cfg.run.log_every == 0 or "eval/reward" in row:
@@ -461,7 +463,7 @@ def train(cfg: PPOConfig, resume: bool = False, *, model=None, tokenizer=None) -
         recent = [*recent, row][-4 * diagnostics.DRIFT_WINDOW :]
         show_bar(bar, row, ("reward/mean", "kl", "eval/accuracy"))
         bar.update(1)
-        if RunDir.due(step, cfg.steps, cfg.run.save_every):
+        if last or RunDir.due(step, cfg.steps, cfg.run.save_every):
             state = {
                 "kl_coef": beta, "moments": vars(moments), "history": history, "seen": seen,
                 "data_rng": rows_drawn, "schedulers": {k: s.state_dict() for k, (_, s) in opts.items()},

@@ -409,7 +409,8 @@ def _train_member(cfg: RewardModelConfig, run: RunDir, k: int, train_rows, test_
     order = batches(len(rows), min(cfg.batch_size, len(rows)), rng, skip=step)  # resume: replay the data order
     model.train()
     bad = 0  # updates in a row with a non-finite loss / gradient (skipped)
-    while step < cfg.steps:
+    last = run.last_step(step, cfg.steps)  # steps done, or run.max_cpu_s spent
+    while not last:
         # 2. A step on a batch: Bradley–Terry on pairs, logistic / regression on pointwise rows.
         batch = [rows[i] for i in next(order)]
         with mixed_precision(cfg.model, device):  # bf16 forward when model.autocast is set
@@ -418,16 +419,17 @@ def _train_member(cfg: RewardModelConfig, run: RunDir, k: int, train_rows, test_
         loss.backward()
         grad_norm = clip_and_step(model, opt, sched, cfg.optim.max_grad_norm)
         step += 1
+        last = run.last_step(step, cfg.steps)
         row = {"member": k, "train/loss": loss.item(), **metrics, "grad_norm": grad_norm, "lr": sched.get_last_lr()[0]}
         bad = guard_numerics(row, bad, cfg.run.max_bad_updates, offset + step)
         # 3. Evaluate on held-out rows, log, checkpoint.
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        if step % cfg.eval_every == 0 or last:
             row |= evaluate_rows(model, tok, test_rows, cfg.feedback)
         if step % cfg.run.log_every == 0 or "eval/accuracy" in row:
             row = run.log(offset + step, row)
         show(bar, row, ("train/loss", "eval/accuracy"))
         bar.update(1)
-        if run.due(step, cfg.steps, cfg.run.save_every):
+        if last or run.due(step, cfg.steps, cfg.run.save_every):
             state = {"member": k, "scheduler": sched.state_dict()}
             run.save_checkpoint(offset + step, {"reward": (model, tok)}, {"reward": opt}, state)
     bar.close()

@@ -92,7 +92,8 @@ def train(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
     order = batches(len(train_ex), min(cfg.batch_size, len(train_ex)), rng, skip=step)  # resume: replay the order
     model.train()
     bad = 0  # updates in a row with a non-finite loss / gradient (skipped)
-    while step < cfg.steps:
+    last = run.last_step(step, cfg.steps)  # steps done, or run.max_cpu_s spent
+    while not last:
         # 2. One optimisation step on a shuffled batch.
         batch = collate([train_ex[i] for i in next(order)], tokenizer.pad_token_id, device)
         with mixed_precision(cfg.model, device):  # bf16 forward when model.autocast is set
@@ -100,16 +101,17 @@ def train(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
         loss.backward()
         grad_norm = clip_and_step(model, opt, sched, cfg.optim.max_grad_norm)
         step += 1
+        last = run.last_step(step, cfg.steps)
         row = {"train/loss": loss.item(), "grad_norm": grad_norm, "lr": sched.get_last_lr()[0]}
         bad = guard_numerics(row, bad, cfg.run.max_bad_updates, step)
         # 3. Evaluate, log, checkpoint.
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        if step % cfg.eval_every == 0 or last:
             row |= evaluate()
         if step % cfg.run.log_every == 0 or "eval/loss" in row:
             row = run.log(step, row)
         show(bar, row, ("train/loss", "eval/loss", "eval/accuracy"))
         bar.update(1)
-        if run.due(step, cfg.steps, cfg.run.save_every):
+        if last or run.due(step, cfg.steps, cfg.run.save_every):
             state = {"scheduler": sched.state_dict(), "history": history}
             run.save_checkpoint(step, {"policy": (model, tokenizer)}, {"policy": opt}, state)
     bar.close()
