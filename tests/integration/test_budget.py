@@ -13,6 +13,8 @@ import pytest
 from rewardloop import runs
 from rewardloop.algorithms.grpo import GRPOConfig
 from rewardloop.algorithms.grpo import train as grpo_train
+from rewardloop.algorithms.ppo import PPOConfig
+from rewardloop.algorithms.ppo import train as ppo_train
 from rewardloop.algorithms.sft import SFTConfig
 from rewardloop.algorithms.sft import train as sft_train
 from rewardloop.config import RunConfig, load_config
@@ -47,12 +49,15 @@ def test_last_step_is_the_step_count_or_the_budget(tmp_path, ticking_clock):
         RunConfig(max_cpu_s=0)
 
 
-@pytest.mark.parametrize("trainer", ["sft", "grpo"])
+@pytest.mark.parametrize("trainer", ["sft", "grpo", "ppo"])
 def test_a_budget_stops_the_run_early_with_a_final_evaluation_and_model(tmp_path, ticking_clock, trainer):
     common = ["model.max_length=32", "task.n_train=64", "task.n_test=8", "eval_every=1000", "eval_size=8"]
     common += [f"run.root={tmp_path}", "run.name=r", "run.progress=false", "run.max_cpu_s=12", "steps=1000"]
     if trainer == "sft":
         out = sft_train(load_config(SFTConfig, None, [*common, "batch_size=8"]))
+    elif trainer == "ppo":
+        ppo_overrides = ["gen.max_new_tokens=4", "eval_gen.max_new_tokens=4", "batch_size=4", "mini_batch_size=4"]
+        out = ppo_train(load_config(PPOConfig, None, [*common, *ppo_overrides]))
     else:
         grpo_overrides = ["gen.max_new_tokens=4", "eval_gen.max_new_tokens=4", "prompts_per_step=2", "group_size=2"]
         out = grpo_train(load_config(GRPOConfig, None, [*common, *grpo_overrides]))
