@@ -1,21 +1,25 @@
 """`dialogue`: a multi-turn shopping conversation with a simulated user who has a goal (an item and a quality).
 
-The user wants, say, a sturdy kettle. The first turn may reveal the item, the quality, both or neither; the policy
+The user wants, say, a sturdy kettle. Her first turn may reveal the item, the quality, both or neither; the policy
 asks for what it does not know and then buys::
 
-    user: i need a kettle . agent: ask quality      (action)
-    user: a sturdy one . agent: buy sturdy kettle    (action, ends the episode)
+    user: a kettle .        agent: how                (action: asks for the quality)
+    user: a sturdy one .    agent: buy sturdy kettle  (action, ends the episode)
 
-Actions (one per turn, the first line of the generated text): ``ask item``, ``ask quality``, ``buy {quality}
-{item}``. Reward, given when the episode ends: 1 − ``turn_cost`` · (turns − 1) for buying the goal, 0 for buying
-anything else, for running out of ``max_turns``, or for an action the user does not understand (she answers
-``sorry ?`` and the turn is spent). So the best policy asks exactly for what the opening left out — conversation flow,
-not only the final answer, is rewarded. Products and qualities are one token each in the built-in tokenizer; the
-other words are not (`` ask quality`` + EOS is 9 tokens), so give generation ``max_new_tokens: 10``.
+The text the model sees has no ``user:`` / ``agent:`` labels: each observation is the user's words ending in `` .``
+or `` ?`` and each action ends with EOS (``hi . what<eos> a kettle . how<eos> a sturdy one .`` → `` buy sturdy
+kettle``). The words are short — products, qualities, ``how`` and ``buy`` are one token each of the built-in
+tokenizer, ``what`` two — so a whole conversation is at most 22 tokens and an action at most 4 with EOS.
+
+Actions (one per turn, the first line of the generated text): ``what`` (asks for the item), ``how`` (asks for the
+quality), ``buy {quality} {item}``. Reward, given when the episode ends: 1 − ``turn_cost`` · (turns − 1) for buying
+the goal, 0 for buying anything else, for running out of ``max_turns``, or for an action the user does not
+understand (she answers ``sorry ?`` and the turn is spent). So the best policy asks exactly for what the opening left
+out — conversation flow, not only the final answer, is rewarded.
 
 Use it as the environment of an RL run (``env: rewardloop.envs.dialogue:ShopperEnv`` with ``max_turns: 3``): the
 factory is called with ``seed=``; evaluation runs on held-out seeds. ``demonstrations`` gives SFT rows for a warm
-start; docs/guides/tasks.md has one measured SFT → GRPO run.
+start; configs/{sft,grpo,ppo}/dialogue.yaml and docs/guides/tasks.md have the measured SFT → RL runs.
 """
 
 from __future__ import annotations
@@ -27,13 +31,14 @@ from rewardloop.types import Observation
 
 ITEMS = tuple(PRODUCTS)
 QUALITIES = ADJECTIVES["positive"]
-OPENINGS = {  # what the first turn reveals → the user's words
-    (False, False): "user: i want to buy something .",
-    (True, False): "user: i need a {item} .",
-    (False, True): "user: i want something {quality} .",
-    (True, True): "user: i need a {quality} {item} .",
+OPENINGS = {  # what the first turn reveals (item, quality) → the user's words
+    (False, False): "hi .",
+    (True, False): "a {item} .",
+    (False, True): "a {quality} one .",
+    (True, True): "a {quality} {item} .",
 }
-PROMPT = " agent:"
+ASK = {"item": "what", "quality": "how"}  # the two questions, one word each
+NOT_UNDERSTOOD = " sorry ?"
 
 
 class ShopperEnv:
@@ -48,7 +53,7 @@ class ShopperEnv:
         self.item, self.quality = rng.choice(ITEMS), rng.choice(QUALITIES)
         self.known = (rng.random() < self.reveal_rate, rng.random() < self.reveal_rate)  # item, quality revealed
         self.turns = 0
-        return OPENINGS[self.known].format(item=self.item, quality=self.quality) + PROMPT
+        return OPENINGS[self.known].format(item=self.item, quality=self.quality)
 
     def step(self, action: str) -> tuple[Observation | None, float, bool, dict]:
         self.turns += 1
@@ -58,13 +63,13 @@ class ShopperEnv:
             success = words[1:] == [self.quality, self.item]
             reward = max(0.0, 1.0 - self.turn_cost * (self.turns - 1)) if success else 0.0
             return None, reward, True, info | {"success": success}
-        if words == ["ask", "item"]:
-            reply = f"user: a {self.item} ."
-        elif words == ["ask", "quality"]:
-            reply = f"user: a {self.quality} one ."
+        if words == [ASK["item"]]:
+            reply = f" a {self.item} ."
+        elif words == [ASK["quality"]]:
+            reply = f" a {self.quality} one ."
         else:
-            reply = "user: sorry ?"
-        return " " + reply + PROMPT, 0.0, False, info | {"success": False}
+            reply = NOT_UNDERSTOOD
+        return reply, 0.0, False, info | {"success": False}
 
 
 def demonstrations(seeds: range, eos: str = "<eos>") -> list[dict[str, str]]:
@@ -75,7 +80,7 @@ def demonstrations(seeds: range, eos: str = "<eos>") -> list[dict[str, str]]:
     for seed in seeds:
         env = ShopperEnv(seed=seed)
         so_far = env.reset(seed=seed)
-        asks = [a for a, known in zip(("ask item", "ask quality"), env.known, strict=True) if not known]
+        asks = [ASK[what] for what, known in zip(("item", "quality"), env.known, strict=True) if not known]
         for action in [*asks, f"buy {env.quality} {env.item}"]:
             rows.append({"prompt": so_far, "completion": " " + action})
             obs, _, _, _ = env.step(action)
