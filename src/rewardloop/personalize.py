@@ -15,7 +15,8 @@ coverage, provider exposure Gini and the expected-reward gap between user groups
 ``lm`` trains the language-model slate policy first (``algorithms.slate_pg``, the ``train`` section) on training
 users, then evaluates it frozen; ``lm-online`` trains the same way, then ranks by a LinUCB posterior on the trained
 head's features that starts from the training logs and updates online (``slate_pg.NeuralLinearPolicy``, the
-``online`` section); ``lm-untrained`` is the LM's own log-probability scores. ``fairness_model`` adds the
+``online`` section); ``lm-tuned`` is ``lm-online`` with the LM's own weights trained by the same loss
+(``algorithms.slate_lm``, ``train.lm_lr``); ``lm-untrained`` is the LM's own log-probability scores. ``fairness_model`` adds the
 matched-pair fairness report of a reward model (``eval.fairness``) on feed texts.
 """
 
@@ -30,11 +31,13 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from rewardloop.algorithms.bandits import BASELINES, LinUCB, OraclePolicy, joint_features, make_policy, run_bandit
+from rewardloop.algorithms.slate_lm import LMTuner
 from rewardloop.algorithms.slate_pg import (
     LMSlatePolicy,
     NeuralLinearConfig,
     NeuralLinearPolicy,
     SlatePGConfig,
+    lm_states,
     load_lm,
     train,
 )
@@ -52,7 +55,7 @@ from rewardloop.eval.metrics import (
     session_lengths,
 )
 
-LM_POLICIES = ("lm-untrained", "lm", "lm-online")
+LM_POLICIES = ("lm-untrained", "lm", "lm-online", "lm-tuned")
 POLICIES = (*BASELINES, *LM_POLICIES, "oracle")
 ENVS = {"feed": (FeedEnv, FeedConfig), "playlist": (PlaylistEnv, PlaylistConfig), "search": (SearchEnv, SearchConfig)}
 COLUMNS = ("regret", "regret_last_third", "mean_reward", "ctr", "watch_s", "session_steps", "coverage", "exposure_gini", "group_gap")  # fmt: skip
@@ -100,10 +103,14 @@ def run_policy(env_name: str, name: str, steps: int, seed: int, lm: dict | None 
         policy = OraclePolicy(env)
     elif name == "lm":  # the trained policy, frozen: it does not update during the evaluation
         policy = lm["cfg"].policy(lm["model"], lm["tokenizer"], lm["head"], explore=False)
-    elif name == "lm-online":  # the trained head's features + a LinUCB posterior from its logs, updated online
-        online, reader = lm["online"], lm["cfg"].policy(lm["model"], lm["tokenizer"], lm["head"], explore=False)
+    elif name in ("lm-online", "lm-tuned"):  # a trained head's features + a LinUCB posterior from its logs, online
+        trained = lm["tuned"] if name == "lm-tuned" else lm  # lm-tuned: the LM's own weights were trained too
+        online, reader = (
+            lm["online"],
+            lm["cfg"].policy(trained["model"], lm["tokenizer"], trained["head"], explore=False),
+        )
         bandit = LinUCB(online.dim, alpha=online.alpha, lam=online.lam)
-        policy = NeuralLinearPolicy(reader, lm["head"], online, bandit, lm["logs"])
+        policy = NeuralLinearPolicy(reader, trained["head"], online, bandit, trained["logs"])
     elif name == "lm-untrained":  # the LM's own log-probabilities of the item texts, Plackett–Luce at T = 1
         policy = LMSlatePolicy(lm["model"], lm["tokenizer"])
     else:
@@ -150,7 +157,21 @@ def train_lm(cfg: PersonalizeConfig) -> dict[str, Any]:
     lm |= {"head": None, "history": [], "logs": []}
     if {"lm", "lm-online"} & set(cfg.policies):
         lm["head"], lm["history"], lm["logs"] = train(cfg.train, model, tokenizer, lambda: make_env(cfg.env))
+    if "lm-tuned" in cfg.policies:
+        lm["tuned"] = train_tuned(cfg, tokenizer)
     return lm
+
+
+def train_tuned(cfg: PersonalizeConfig, tokenizer) -> dict[str, Any]:
+    """``lm-tuned``: a fresh copy of the LM whose own weights the slate policy gradient trains with the head
+    (``slate_lm.LMTuner``, ``train.lm_lr``); the logged steps are then read again by the trained LM (the prior)."""
+    if cfg.train.read != "towers":
+        raise ValueError(f"lm-tuned needs train.read=towers (the LM reads each text alone), got {cfg.train.read!r}")
+    tuner = LMTuner(load_lm(cfg.train, tokenizer), tokenizer, lm_states)
+    head, history, logs = train(cfg.train, tuner.model, tokenizer, lambda: make_env(cfg.env), tuner=tuner)
+    model = tuner.freeze()
+    tuner.refresh(logs)
+    return {"model": model, "head": head, "history": history, "logs": logs}
 
 
 def compare(cfg: PersonalizeConfig) -> dict[str, Any]:
@@ -167,9 +188,10 @@ def compare(cfg: PersonalizeConfig) -> dict[str, Any]:
     }
     curves = {name: [r["curve"] for r in rs] for name, rs in runs.items()}
     result = {"env": cfg.env, "steps": cfg.steps, "seeds": cfg.seeds, "summary": summary, "curves": curves}
-    if lm and lm["history"]:
-        last = lm["history"][-1]
-        result["train"] = {"history": lm["history"], "cpu_s": last["cpu_s"], "steps": last["steps"], "config": cfg.train.model_dump()}  # fmt: skip
+    for key, trained in (("train", lm), ("train_tuned", (lm or {}).get("tuned"))):
+        if trained and trained["history"]:
+            last = trained["history"][-1]
+            result[key] = {"history": trained["history"], "cpu_s": last["cpu_s"], "steps": last["steps"], "config": cfg.train.model_dump()}  # fmt: skip
     return result
 
 
@@ -243,9 +265,10 @@ def run(cfg: PersonalizeConfig, resume: bool = False) -> dict[str, Any]:
     """The ``rewardloop personalize`` command (``resume`` is ignored: runs are minutes long)."""
     result = compare(cfg)
     print(table(result))
-    if "train" in result:
-        t = result["train"]
-        print(f"\nlm: trained on {t['steps']} steps of simulated users ({t['cpu_s']:.0f} CPU-s)")
+    for key, what in (("train", "lm"), ("train_tuned", "lm-tuned (head + the LM's weights)")):
+        if key in result:
+            t = result[key]
+            print(f"\n{what}: trained on {t['steps']} steps of simulated users ({t['cpu_s']:.0f} CPU-s)")
     if cfg.fairness_model:
         result["fairness"] = fairness(cfg)
     out = {"env": cfg.env, "regret": {name: s["regret"][0] for name, s in result["summary"].items()}}

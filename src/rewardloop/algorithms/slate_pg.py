@@ -138,19 +138,19 @@ def lm_item_features(model, tokenizer, context: str, items: list[str], normalise
     return ItemFeatures(logp.float().numpy(), h_context.float().numpy(), h_items.float().numpy())
 
 
-def lm_states(model, tokenizer, texts: list[str]) -> np.ndarray:
-    """Each text's mean final hidden state, read alone (no context): [N, d]. One right-padded batch."""
-    import torch
-
+def lm_states(model, tokenizer, texts: list[str], grad: bool = False):
+    """Each text's mean final hidden state, read alone (no context): [N, d] numpy, or with ``grad`` a tensor that
+    backpropagates into the LM's weights (``slate_lm.LMTuner``). One right-padded batch."""
     from rewardloop.ops import masked_mean
 
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     r = max(len(t) for t in ids)
     mask = torch.tensor([[1] * len(t) + [0] * (r - len(t)) for t in ids])  # [N, R]
     batch = torch.tensor([t + [tokenizer.pad_token_id or 0] * (r - len(t)) for t in ids])
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         hidden = model(input_ids=batch, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
-    return masked_mean(hidden, mask[..., None].float(), dim=1).float().numpy()
+        states = masked_mean(hidden, mask[..., None].float(), dim=1).float()
+    return states if grad else states.numpy()
 
 
 def lm_item_scores(model, tokenizer, context: str, items: list[str], normalise: bool = True) -> np.ndarray:
@@ -162,13 +162,15 @@ def lm_item_scores(model, tokenizer, context: str, items: list[str], normalise: 
 @dataclass
 class LoggedStep:
     """One step of the LM policy as training needs it: the LM's features, the shown slate [L], its propensity under
-    the behaviour policy, the behaviour's per-item probabilities of the shown items β(a_k|s) [L], the rewards [L]."""
+    the behaviour policy, the behaviour's per-item probabilities of the shown items β(a_k|s) [L], the rewards [L], and
+    the texts the LM read (context, items) — to read them again once the LM's weights have moved."""
 
     features: ItemFeatures
     slate: np.ndarray
     propensity: float
     beta: np.ndarray
     rewards: np.ndarray
+    texts: tuple[str, list[str]] | None = None
 
 
 class LMSlatePolicy:
@@ -207,9 +209,12 @@ class LMSlatePolicy:
         self._last: tuple | None = None
         self.read, self.context, self._item_states = read, context, {}
 
+    def read_context(self, context: str) -> str:
+        """What the LM reads as the context: the observation, or (``context="persona"``) its first line only."""
+        return context.split("\n", 1)[0] if self.context == "persona" else context
+
     def features(self, context: str, items: list[str]) -> ItemFeatures:
-        if self.context == "persona":  # the observation's first line only: the persona, not the history
-            context = context.split("\n", 1)[0]
+        context = self.read_context(context)
         if self.read == "joint":
             return lm_item_features(self.model, self.tokenizer, context, items)
         if new := [t for t in items if t not in self._item_states]:
@@ -224,12 +229,13 @@ class LMSlatePolicy:
         scores = self.score_fn(features)  # [K]
         slate, propensity = plackett_luce_sample(scores, size, rng, self.temperature, self.epsilon)
         beta = item_probs(scores, self.temperature, self.epsilon)[slate]  # [L]
-        self._last = (features, slate, propensity, beta)
+        self._last = (features, slate, propensity, beta, (self.read_context(context), items))
         return Choice(slate, propensity)
 
     def update(self, context, features, arms, rewards) -> None:
         if self.steps is not None and self._last is not None:
-            self.steps.append(LoggedStep(*self._last, rewards=np.asarray(rewards, dtype=float)))
+            features, slate, propensity, beta, texts = self._last
+            self.steps.append(LoggedStep(features, slate, propensity, beta, np.asarray(rewards, dtype=float), texts))
 
 
 # -- training -------------------------------------------------------------------------------------------------------
@@ -251,6 +257,9 @@ class SlatePGConfig(Section):
     weight_cap: float = Field(10.0, gt=0.0, description="c̄: cap of the importance weight π/β")
     clip_eps: float = Field(0.2, gt=0.0, description="ε_c of the ppo loss")
     replay: bool = Field(True, description="learn from every round's logs (off-policy corrected), not the last only")
+    lm_lr: float = Field(1e-4, gt=0.0, description="learning rate of the LM's own weights (the lm-tuned policy)")
+    lm_clip: float = Field(1.0, gt=0.0, description="gradient-norm clip of the LM's weights (lm-tuned)")
+    value_coef: float = Field(0.0, ge=0.0, description="c_v: critic term c_v · (s_{a_k} − r_k)² (scores as rewards)")
     eval_temperature: float = Field(0.05, gt=0.0, description="T when the trained policy is evaluated")
     user_seed: int = Field(10_000, description="training users: env seeds user_seed + round (evaluation uses 0, 1, ..)")
     read: Literal["towers", "joint"] = Field(
@@ -422,15 +431,23 @@ def round_metrics(log: list[dict]) -> dict[str, float]:
 
 # -- the trainer ------------------------------------------------------------------------------------------------------
 def train(
-    cfg: SlatePGConfig, model, tokenizer, make_env: Callable[[], object], on_round: Callable[[dict], None] | None = None
+    cfg: SlatePGConfig,
+    model,
+    tokenizer,
+    make_env: Callable[[], object],
+    on_round: Callable[[dict], None] | None = None,
+    tuner=None,
 ) -> tuple[ScoringHead, list[dict], list[LoggedStep]]:
-    """Train the scoring head of the LM slate policy on simulated users from ``make_env()`` (module docstring).
+    """Train the scoring head of the LM slate policy on simulated users from ``make_env()`` (module docstring). With
+    ``tuner`` (``slate_lm.LMTuner``) the same loss also trains the LM's own weights: a batch's scores come from the LM
+    reading the logged texts again, with gradient (``tuner.scores``); each round collects with the updated LM.
 
     Returns the head, one record per round (the collection's exact expected reward and regret, the loss, the
     CPU-seconds and steps so far) and every round's logged steps."""
     torch.manual_seed(cfg.model_seed)
     head = ScoringHead(model.config.hidden_size, cfg.rank)
-    opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
+    groups = [{"params": list(head.parameters()), "lr": cfg.lr}]
+    opt = torch.optim.Adam(groups + ([{"params": list(tuner.parameters()), "lr": cfg.lm_lr}] if tuner else []))
     logged: list[LoggedStep] = []
     history, cpu0 = [], time.process_time()
     for rnd in range(cfg.rounds):
@@ -439,7 +456,7 @@ def train(
         log = run_bandit(make_env(), policy, cfg.steps_per_round, seed=cfg.user_seed + rnd)
         logged = (logged if cfg.replay else []) + policy.steps
         # 2. estimate
-        data = advantages(stack(logged))
+        data = advantages(stack(logged)) | (tuner.index(logged) if tuner else {})
         if rnd == 0:
             head.fit_projection(data["h_context"], data["h_items"])
         # 3. update: minibatch policy gradient, off-policy corrected by the logged β
@@ -447,12 +464,16 @@ def train(
         for _ in range(cfg.epochs):
             for idx in torch.randperm(len(logged)).split(cfg.batch_size):
                 b = {k: v[idx] for k, v in data.items()}
-                scores = head(b["logp"], b["h_context"], b["h_items"])  # [B, K]
+                scores = tuner.scores(head, b) if tuner else head(b["logp"], b["h_context"], b["h_items"])  # [B, K]
                 loss = (
-                    LOSSES[cfg.loss](scores, b, cfg) - cfg.entropy_coef * item_entropy(scores, cfg.temperature).mean()
+                    LOSSES[cfg.loss](scores, b, cfg)
+                    - cfg.entropy_coef * item_entropy(scores, cfg.temperature).mean()
+                    + cfg.value_coef * (scores.gather(1, b["slates"]) - b["rewards"]).pow(2).mean()
                 )
                 opt.zero_grad()
                 loss.backward()
+                if tuner:
+                    torch.nn.utils.clip_grad_norm_(list(tuner.parameters()), cfg.lm_clip)
                 opt.step()
                 losses.append(loss.item())
         steps = (rnd + 1) * cfg.steps_per_round
