@@ -1,7 +1,7 @@
 """The multi-turn `dialogue` task learns from RL: from the SFT preset's model (it asks the right questions but copies
 the item into `buy` only sometimes: 0.35 held-out mean episode reward), RL on the simulated shopper (envs/dialogue.py)
 with the task's presets raises the mean episode reward on held-out environment seeds. Measured (docs/guides/tasks.md,
-section dialogue): GRPO +0.45 / +0.34 / +0.16 on RL seeds 0 / 1 / 2, PPO +0.29 / +0.24 (step 45) on RL seeds 0 / 1;
+section dialogue): GRPO +0.45 / +0.34 / +0.16 on RL seeds 0 / 1 / 2, PPO +0.29 / +0.35 on RL seeds 0 / 1;
 this test runs seed 0 (deterministic on CPU). All slow: SFT (16 CPU-s), GRPO (38 CPU-s), PPO (67 CPU-s)."""
 
 from __future__ import annotations
