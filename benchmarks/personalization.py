@@ -45,7 +45,8 @@ def feed_benchmark(steps: int, seeds: int, train: SlatePGConfig | None = None) -
     """Every baseline and the oracle; with ``train``, also the untrained and the RL-trained LM slate policies."""
     cfg = PersonalizeConfig(env="feed", steps=steps, seeds=seeds)
     if train is not None:
-        cfg = cfg.model_copy(update={"policies": [*cfg.policies[:-1], *LM_POLICIES, "oracle"], "train": train})
+        lm = [p for p in LM_POLICIES if p != "lm-tuned"]  # lm-tuned needs its own, cheaper training settings
+        cfg = cfg.model_copy(update={"policies": [*cfg.policies[:-1], *lm, "oracle"], "train": train})
     return compare(cfg)
 
 

@@ -22,7 +22,9 @@ on every round's logs so far, off-policy corrected by β. Losses (``LOSSES``), w
 
 In ``topk`` (Chen et al.: the top-K correction with a capped importance weight) π(a|s) = softmax(s/T)_a is the
 per-item policy and L the slate size (their K); A_k is the reward credited to position k minus its mean. An entropy
-bonus η · H(softmax(s/T)) keeps exploring. The LM stays frozen, so its features are computed once per logged step.
+bonus η · H(softmax(s/T)) keeps exploring. The LM stays frozen, so its features are computed once per logged step —
+unless ``train`` gets a ``tuner`` (``algorithms.slate_lm``, the ``lm-tuned`` policy): then the same loss also trains
+the LM's weights, each minibatch's texts read again with gradient.
 
 Online (``NeuralLinearPolicy``, the ``lm-online`` policy): the trained head keeps learning during the evaluation as a
 neural-linear bandit. For candidate i the head gives its score s_i and the whitened low-rank states z_x, z_i ∈ ℝ^r;
@@ -259,7 +261,6 @@ class SlatePGConfig(Section):
     replay: bool = Field(True, description="learn from every round's logs (off-policy corrected), not the last only")
     lm_lr: float = Field(1e-4, gt=0.0, description="learning rate of the LM's own weights (the lm-tuned policy)")
     lm_clip: float = Field(1.0, gt=0.0, description="gradient-norm clip of the LM's weights (lm-tuned)")
-    value_coef: float = Field(0.0, ge=0.0, description="c_v: critic term c_v · (s_{a_k} − r_k)² (scores as rewards)")
     eval_temperature: float = Field(0.05, gt=0.0, description="T when the trained policy is evaluated")
     user_seed: int = Field(10_000, description="training users: env seeds user_seed + round (evaluation uses 0, 1, ..)")
     read: Literal["towers", "joint"] = Field(
@@ -466,9 +467,7 @@ def train(
                 b = {k: v[idx] for k, v in data.items()}
                 scores = tuner.scores(head, b) if tuner else head(b["logp"], b["h_context"], b["h_items"])  # [B, K]
                 loss = (
-                    LOSSES[cfg.loss](scores, b, cfg)
-                    - cfg.entropy_coef * item_entropy(scores, cfg.temperature).mean()
-                    + cfg.value_coef * (scores.gather(1, b["slates"]) - b["rewards"]).pow(2).mean()
+                    LOSSES[cfg.loss](scores, b, cfg) - cfg.entropy_coef * item_entropy(scores, cfg.temperature).mean()
                 )
                 opt.zero_grad()
                 loss.backward()
