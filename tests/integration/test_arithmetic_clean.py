@@ -38,4 +38,4 @@ def test_rl_raises_arithmetic_accuracy_over_clean_sft(tmp_path, sft_clean, algo,
     out = algo.train(load_config(config_class, CONFIGS / name / "arithmetic_clean.yaml", run))
     before, after = out["initial"]["eval/accuracy"], out["final"]["eval/accuracy"]
     print(f"arithmetic_clean ({name}): greedy test accuracy {before:.3f} -> {after:.3f} ({steps} steps)")
-    assert after >= before + 0.06
+    assert after >= before + 0.08
