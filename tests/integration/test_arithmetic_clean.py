@@ -8,23 +8,16 @@ One SFT model (about 100 CPU-s) is shared by both tests; all slow.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from tests.integration.test_tasks_rl import train_rl, train_sft
 
-from rewardloop.algorithms import grpo, ppo, sft
-from rewardloop.config import load_config
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-RUN = ["run.progress=false", "model.device=cpu"]
+from rewardloop.algorithms import grpo, ppo
 
 
 @pytest.fixture(scope="module")
 def sft_clean(tmp_path_factory) -> str:
     """The clean SFT preset's model (true answers only, constant lr 1e-3, 1200 steps: 0.50 greedy test accuracy)."""
-    root = tmp_path_factory.mktemp("sft-arithmetic-clean")
-    cfg = load_config(sft.SFTConfig, CONFIGS / "sft" / "arithmetic_clean.yaml", [*RUN, f"run.root={root}"])
-    return sft.train(cfg)["model_dir"]
+    return train_sft(tmp_path_factory.mktemp("sft-arithmetic-clean"), "arithmetic_clean")
 
 
 @pytest.mark.slow
@@ -32,10 +25,9 @@ def sft_clean(tmp_path_factory) -> str:
 def test_rl_raises_arithmetic_accuracy_over_clean_sft(tmp_path, sft_clean, algo, steps):
     """The presets, shortened (GRPO 300 → 200 steps, PPO 150 → 100): measured from 0.50 to 0.715 / 0.59 (GRPO, run
     seeds 0 / 1) and 0.64 (PPO) at these steps; one evaluation's standard error is about 3.5 points."""
-    name = algo.__name__.rsplit(".", 1)[-1]
-    config_class = grpo.GRPOConfig if algo is grpo else ppo.PPOConfig
-    run = [*RUN, f"run.root={tmp_path}", f"model.path={sft_clean}", f"steps={steps}", f"eval_every={steps}"]
-    out = algo.train(load_config(config_class, CONFIGS / name / "arithmetic_clean.yaml", run))
-    before, after = out["initial"]["eval/accuracy"], out["final"]["eval/accuracy"]
-    print(f"arithmetic_clean ({name}): greedy test accuracy {before:.3f} -> {after:.3f} ({steps} steps)")
-    assert after >= before + 0.08
+    overrides = [f"steps={steps}", f"eval_every={steps}"]
+    before, after = train_rl(algo, tmp_path, "arithmetic_clean", sft_clean, overrides)
+    print(
+        f"arithmetic_clean ({algo.__name__}): greedy test accuracy {before['eval/accuracy']:.3f} -> {after['eval/accuracy']:.3f}"
+    )
+    assert after["eval/accuracy"] >= before["eval/accuracy"] + 0.08

@@ -6,31 +6,22 @@ this test runs seed 0 (deterministic on CPU). All slow: SFT (16 CPU-s), GRPO (38
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from tests.integration.test_tasks_rl import train_rl, train_sft
 
-from rewardloop.algorithms import grpo, ppo, sft
-from rewardloop.config import load_config
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-RUN = ["run.progress=false", "model.device=cpu"]
+from rewardloop.algorithms import grpo, ppo
 
 
 @pytest.fixture(scope="module")
 def sft_dialogue(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("sft-dialogue")
-    cfg = load_config(sft.SFTConfig, CONFIGS / "sft" / "dialogue.yaml", [*RUN, f"run.root={root}", "run.name=sft"])
-    return sft.train(cfg)["model_dir"]
+    return train_sft(tmp_path_factory.mktemp("sft-dialogue"), "dialogue")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", [grpo, ppo], ids=["grpo", "ppo"])
 def test_rl_raises_dialogue_episode_reward_over_sft(tmp_path, sft_dialogue, algo):
-    name = "grpo" if algo is grpo else "ppo"
-    config_class = grpo.GRPOConfig if algo is grpo else ppo.PPOConfig
-    overrides = [*RUN, f"run.root={tmp_path}", f"run.name={name}", f"model.path={sft_dialogue}", "eval_every=60"]
-    out = algo.train(load_config(config_class, CONFIGS / name / "dialogue.yaml", overrides))
-    before, after = out["initial"]["eval/reward"], out["final"]["eval/reward"]
-    print(f"dialogue ({name}): held-out mean episode reward {before:.3f} -> {after:.3f}")
-    assert after >= before + 0.15
+    before, after = train_rl(algo, tmp_path, "dialogue", sft_dialogue, ["eval_every=60"])
+    print(
+        f"dialogue ({algo.__name__}): held-out mean episode reward {before['eval/reward']:.3f} -> {after['eval/reward']:.3f}"
+    )
+    assert after["eval/reward"] >= before["eval/reward"] + 0.15

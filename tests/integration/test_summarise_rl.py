@@ -4,23 +4,16 @@ the GRPO preset shortened; docs/guides/tasks.md (summarise) has the measured run
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from tests.integration.test_tasks_rl import train_rl, train_sft
 
-from rewardloop.algorithms import grpo, sft
-from rewardloop.config import load_config
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-RUN = ["run.progress=false", "model.device=cpu"]
+from rewardloop.algorithms import grpo
 
 
 @pytest.fixture(scope="module")
 def sft_summarise(tmp_path_factory) -> str:
     """The summarise SFT preset's model (clean summaries; seed 0: 0.55 exact, ROUGE-L 0.887 on the test split)."""
-    root = tmp_path_factory.mktemp("sft-summarise")
-    cfg = load_config(sft.SFTConfig, CONFIGS / "sft" / "summarise.yaml", [*RUN, f"run.root={root}", "run.name=sft"])
-    return sft.train(cfg)["model_dir"]
+    return train_sft(tmp_path_factory.mktemp("sft-summarise"), "summarise")
 
 
 @pytest.mark.slow
@@ -28,9 +21,7 @@ def test_grpo_raises_summarise_accuracy_over_clean_sft(tmp_path, sft_summarise):
     """The GRPO preset shortened to 50 steps: measured 0.55 → 0.585 / 0.595 exact on RL seeds 0 / 1 (ROUGE-L 0.887 →
     0.894 / 0.899)."""
     steps = 50
-    run = [*RUN, f"run.root={tmp_path}", "run.name=grpo", f"model.path={sft_summarise}", f"steps={steps}"]
-    out = grpo.train(load_config(grpo.GRPOConfig, CONFIGS / "grpo" / "summarise.yaml", [*run, f"eval_every={steps}"]))
-    before, after = out["initial"], out["final"]
+    before, after = train_rl(grpo, tmp_path, "summarise", sft_summarise, [f"steps={steps}", f"eval_every={steps}"])
     print(
         f"summarise (grpo): greedy exact {before['eval/accuracy']:.3f} -> {after['eval/accuracy']:.3f}, "
         f"ROUGE-L {before['eval/reward']:.3f} -> {after['eval/reward']:.3f} (SFT -> RL, {steps} steps)"
