@@ -6,6 +6,7 @@ Masks are 1 for real (response) tokens and 0 for padding.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -196,3 +197,53 @@ def group_stats(x: torch.Tensor, group_ids: torch.Tensor, weight: torch.Tensor |
     sq = torch.zeros_like(count).index_add_(0, inv, w * (x - mean[inv]) ** 2)
     std = (sq / (count - 1).clamp(min=1.0)).sqrt()
     return mean[inv], std[inv], count[inv]
+
+
+# -- slates: Plackett–Luce and the top-K off-policy correction (algorithms/slate_pg.py) ---------------------------
+def plackett_luce_log_prob(scores: np.ndarray, slate: np.ndarray, temperature: float = 1.0) -> float:
+    """log P(slate) = Σ_k [ s_{a_k}/T − log Σ_{j not yet placed} exp(s_j/T) ] (Plackett 1975; Luce 1959). [K], [L]"""
+    s = np.asarray(scores, dtype=float) / temperature
+    remaining = np.ones(len(s), dtype=bool)
+    total = 0.0
+    for a in np.asarray(slate, dtype=int):
+        rest = s[remaining]
+        total += s[a] - (rest.max() + np.log(np.exp(rest - rest.max()).sum()))
+        remaining[a] = False
+    return float(total)
+
+
+def item_probs(scores: np.ndarray, temperature: float = 1.0, epsilon: float = 0.0) -> np.ndarray:
+    """The per-item policy β(a|s) = (1 − ε)·softmax(s/T)_a + ε/K — the top-K correction's behaviour probabilities
+    (the probability of each candidate as the first pick). [K]"""
+    s = np.asarray(scores, dtype=float) / temperature
+    p = np.exp(s - s.max())
+    return (1.0 - epsilon) * p / p.sum() + epsilon / len(s)
+
+
+def pl_log_probs(scores: torch.Tensor, slates: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log π(A|s) = Σ_k [ s_{a_k}/T − log Σ_{j not yet placed} exp(s_j/T) ] per row: [B, K], [B, L] → [B]."""
+    s = scores / temperature
+    placed = torch.zeros_like(s, dtype=torch.bool)
+    total = torch.zeros(s.shape[0], dtype=s.dtype)
+    for k in range(slates.shape[1]):
+        a = slates[:, k : k + 1]  # [B, 1]
+        total = total + s.gather(1, a)[:, 0] - torch.logsumexp(s.masked_fill(placed, -torch.inf), dim=1)
+        placed = placed.scatter(1, a, True)
+    return total
+
+
+def topk_multiplier(pi: torch.Tensor, slate_size: int) -> torch.Tensor:
+    """λ_L(a) = ∂α/∂π = L (1 − π(a|s))^(L−1), with α = 1 − (1 − π)^L the chance a is in a slate of L independent
+    draws (Chen et al. 2019, the top-K correction). Any shape."""
+    return slate_size * (1.0 - pi) ** (slate_size - 1)
+
+
+def topk_weights(pi: torch.Tensor, beta: torch.Tensor, slate_size: int, cap: float) -> torch.Tensor:
+    """min(π/β, c̄) · λ_L: the capped off-policy importance weight times the top-K multiplier. [B, L]"""
+    return torch.clamp(pi / beta, max=cap) * topk_multiplier(pi, slate_size)
+
+
+def item_entropy(scores: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """H(softmax(s/T)) per row: [B, K] → [B]."""
+    logp = torch.log_softmax(scores / temperature, dim=1)
+    return -(logp.exp() * logp).sum(1)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from rewardloop.algorithms.slate_pg import LMSlatePolicy, lm_item_scores, plackett_luce_log_prob, plackett_luce_sample
+from rewardloop.algorithms.slate_pg import LMSlatePolicy, lm_item_scores, plackett_luce_sample
+from rewardloop.ops import plackett_luce_log_prob
 
 
 def test_plackett_luce_by_hand_and_normalised():

@@ -11,19 +11,8 @@ import pytest
 import torch
 
 from rewardloop.algorithms.bandits import n_slates
-from rewardloop.algorithms.slate_pg import (
-    LOSSES,
-    ItemFeatures,
-    ScoringHead,
-    SlatePGConfig,
-    item_entropy,
-    item_probs,
-    pl_log_probs,
-    plackett_luce_log_prob,
-    plackett_luce_sample,
-    topk_multiplier,
-    topk_weights,
-)
+from rewardloop.algorithms.slate_pg import LOSSES, ItemFeatures, ScoringHead, SlatePGConfig, plackett_luce_sample
+from rewardloop.ops import item_entropy, item_probs, pl_log_probs, plackett_luce_log_prob, topk_multiplier, topk_weights
 
 
 def test_pl_log_probs_by_hand_and_as_the_numpy_version():
