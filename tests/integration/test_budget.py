@@ -7,6 +7,7 @@ deterministic; the real clock is what users get (``time.process_time``).
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 
@@ -28,8 +29,6 @@ def ticking_clock(monkeypatch):
 
     class Clock:
         def __getattr__(self, name):  # time.time, time.strftime, … stay real
-            import time
-
             return getattr(time, name)
 
         @staticmethod
